@@ -34,7 +34,8 @@ class Task(ABC):
 
     @abstractmethod
     def validate(self, cfg: Any, data_dir: Path) -> dict:
-        """Check the dataset; return the report, or raise DataValidationError naming bad files."""
+        """Check the dataset; return the report. `report["problems"]` lists [file, what is wrong]
+        pairs; the validate stage writes the report, then fails naming them if any."""
 
     @abstractmethod
     def datamodule(self, cfg: Any, data_dir: Path):
