@@ -141,8 +141,8 @@ def _allowed_keys(schema, parent: str) -> list[str]:
     return sorted(node.keys()) if node is not None and hasattr(node, "keys") else []
 
 
-def compose(overrides: list[str] | None = None, project: Project | None = None):
-    """Compose conf/ with Hydra (plus overrides) and check it: the config params.yaml should hold."""
+def compose_raw(overrides: list[str] | None = None, project: Project | None = None) -> dict:
+    """Compose conf/ with Hydra and resolve it: exactly what DVC's Hydra integration writes."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -155,8 +155,13 @@ def compose(overrides: list[str] | None = None, project: Project | None = None):
             cfg = hydra_compose("config", overrides=overrides)
     except HydraException as e:
         raise ConfigError(f"cannot compose conf/ with overrides {overrides}: {e}") from None
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    return check(resolved, source="conf/" + (f" with {overrides}" if overrides else ""))
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def compose(overrides: list[str] | None = None, project: Project | None = None):
+    """The checked, typed config of conf/ plus overrides."""
+    source = "conf/" + (f" with {overrides}" if overrides else "")
+    return check(compose_raw(overrides, project), source=source)
 
 
 def to_dict(cfg) -> dict:
@@ -172,7 +177,9 @@ def write_params(project: Project | None = None, overrides: list[str] | None = N
     from liveml.atomic import atomic_write_text
 
     project = project or Project.find()
-    body = yaml.safe_dump(to_dict(compose(overrides, project)), sort_keys=False)
+    raw = compose_raw(overrides, project)
+    check(raw, source="conf/")  # never write a params.yaml that stages would reject
+    body = yaml.safe_dump(raw, sort_keys=False)
     atomic_write_text(project.params_file, PARAMS_HEADER + body)
     return project.params_file
 
@@ -193,7 +200,7 @@ def stale_keys(project: Project | None = None) -> list[str]:
     import yaml
 
     project = project or Project.find()
-    want = to_dict(compose(project=project))
+    want = compose_raw(project=project)
     have = yaml.safe_load(project.params_file.read_text()) if project.params_file.exists() else {}
     return sorted(_diff(want, have or {}))
 

@@ -1,0 +1,52 @@
+# Two commands do all the set-up on a fresh machine: `make repro` (main job), `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# DVC stage commands call `python`/`liveml`: make them the venv's.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: venv params repro test test-slow lint format lock bench clean-venv
+
+# The venv is (re)built from the hashed lock whenever the lock changes.
+$(VENV)/.synced: requirements.lock requirements-bootstrap.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements-bootstrap.lock
+	$(BIN)/uv pip sync --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(VENV)/.synced
+
+params: venv
+	$(BIN)/liveml params
+
+# Recompose params.yaml from conf/ first, so an edit in conf/ re-runs exactly what it affects.
+repro: params
+	$(BIN)/dvc repro
+
+# pytest exits 5 when it collected no tests: that is a failure, not a pass.
+test: venv
+	@$(BIN)/pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-slow: venv
+	$(BIN)/pytest -m slow
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: venv
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+# Re-resolve the lock after changing dependencies in pyproject.toml.
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -o requirements.lock
+
+bench: venv
+	$(BIN)/python bench/train_overhead.py
+
+clean-venv:
+	rm -rf $(VENV)

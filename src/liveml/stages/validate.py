@@ -1,0 +1,29 @@
+"""Stage validate: check the data, write the data report (DVC metrics), fail naming bad files.
+
+Training depends on the report, so corrupt or missing files never reach it.
+"""
+
+from __future__ import annotations
+
+from liveml.stages import run_stage
+
+
+def main() -> None:
+    from liveml.atomic import atomic_write_json
+    from liveml.config import load_params
+    from liveml.project import Project
+    from liveml.tasks import get_task
+    from liveml.tasks.base import DataValidationError
+
+    project = Project.find()
+    cfg = load_params(project)
+    report = get_task(cfg.task.name).validate(cfg, project.path(cfg.paths.data))
+    report_path = project.path(cfg.paths.data_report)
+    atomic_write_json(report_path, report)
+    if report["problems"]:
+        raise DataValidationError([tuple(p) for p in report["problems"]], str(report_path))
+    print(f"validate: data OK ({report_path})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,110 @@
+"""conf/ is the one source of truth: params.yaml is its composition, and bad config is named."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from liveml.config import (
+    PARAMS_HEADER,
+    ConfigError,
+    check,
+    compose,
+    fingerprint_view,
+    load_params,
+    stale_keys,
+    to_dict,
+    write_params,
+)
+from liveml.project import Project
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A throwaway copy of the repo's conf/ and params.yaml."""
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return Project(tmp_path)
+
+
+def test_committed_params_yaml_is_the_composition_of_conf():
+    project = Project(REPO)
+    assert stale_keys(project) == [], "run `liveml params` and commit params.yaml"
+    assert project.params_file.read_text().startswith(PARAMS_HEADER)
+    assert to_dict(load_params(project)) == to_dict(compose(project=project))
+
+
+def test_write_params_then_edit_conf_is_detected_as_stale(project: Project):
+    write_params(project)
+    assert stale_keys(project) == []
+    conf = project.conf_dir / "model" / "fcos_tiny.yaml"
+    conf.write_text(conf.read_text().replace("lr: 0.002", "lr: 0.005"))
+    assert stale_keys(project) == ["model.lr"]
+    write_params(project)
+    assert stale_keys(project) == []
+    assert load_params(project).model.lr == 0.005
+
+
+def test_overrides_are_typed_and_interpolated_paths_follow_the_task(project: Project):
+    cfg = compose(["data.capture.brightness=0.7", "seed=3"], project)
+    assert cfg.data.capture.brightness == 0.7 and cfg.seed == 3
+    assert cfg.paths.model == "data/defects/model"
+
+
+def test_unknown_key_names_the_key_and_the_allowed_ones(project: Project):
+    params = yaml.safe_load(project.params_file.read_text())
+    params["model"]["lrr"] = 0.1
+    with pytest.raises(ConfigError) as e:
+        check(params, source="params.yaml")
+    msg = str(e.value)
+    assert "model.lrr" in msg and "lr" in msg and "batch_size" in msg
+
+
+def test_bad_value_type_names_the_key(project: Project):
+    with pytest.raises(ConfigError, match=r"data\.capture\.blur"):
+        compose(["data.capture.blur=very"], project)
+
+
+def test_unknown_task_lists_the_allowed_tasks():
+    with pytest.raises(ConfigError, match="allowed: defects"):
+        check({"task": {"name": "nope"}})
+
+
+def test_bad_logger_mode_lists_allowed_modes(project: Project):
+    with pytest.raises(ConfigError, match="offline, online, disabled"):
+        compose(["logger.mode=sometimes"], project)
+
+
+def test_fingerprint_view_ignores_logger_and_paths(project: Project):
+    a = fingerprint_view(compose(project=project))
+    b = fingerprint_view(compose(["logger.mode=disabled", "paths.runs=elsewhere"], project))
+    c = fingerprint_view(compose(["model.lr=0.01"], project))
+    assert a == b and a != c
+
+
+def test_check_config_stage_stops_on_stale_params_with_the_fix(project: Project):
+    conf = project.conf_dir / "trainer" / "cpu.yaml"
+    conf.write_text(conf.read_text().replace("max_epochs:", "max_epochs: 99 #"))
+    env = {**os.environ, "LIVEML_ROOT": str(project.root)}
+    env.pop("DVC_EXP_BASELINE_REV", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "liveml.stages.check_config"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1
+    assert "trainer.max_epochs" in run.stderr and "liveml params" in run.stderr
+    write_params(project)
+    ok = subprocess.run(
+        [sys.executable, "-m", "liveml.stages.check_config"], env=env, capture_output=True
+    )
+    assert ok.returncode == 0
