@@ -50,5 +50,13 @@ class Task(ABC):
         """Quality and speed metrics on the test split; writes DVC plot data into `plots_dir`."""
 
     @abstractmethod
-    def example_input(self, cfg: Any) -> Any:
-        """One input batch in the deployable model's signature, for export checks and latency."""
+    def deployable(self, module: Any):
+        """The trained network behind the flat tensor signature that exports and servers use."""
+
+    @abstractmethod
+    def export_inputs(self, cfg: Any, data_dir: Path, n: int = 3) -> list:
+        """`n` real test inputs (batch of 1 each) to check exports against the eager model."""
+
+    @abstractmethod
+    def signature(self, example: Any) -> dict:
+        """The deployable model's input/output signature, in shapes and words."""

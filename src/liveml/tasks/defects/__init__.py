@@ -39,11 +39,21 @@ class DefectsTask(Task):
 
         return evaluate(cfg, module, data_dir, plots_dir)
 
-    def example_input(self, cfg: Any):
-        import torch
+    def deployable(self, module: Any):
+        from liveml.export import as_deployable
 
-        size = cfg.data.image_size
-        return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        return as_deployable(module.model)
+
+    def export_inputs(self, cfg: Any, data_dir: Path, n: int = 3) -> list:
+        from liveml.tasks.defects.evaluation import load_split
+
+        images, _ = load_split(data_dir, "test")
+        return [img.unsqueeze(0) for img in images[:n]]
+
+    def signature(self, example: Any) -> dict:
+        from liveml.export import DeployableDetector
+
+        return DeployableDetector.signature(example)
 
 
 TASK = DefectsTask()

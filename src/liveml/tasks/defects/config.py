@@ -40,4 +40,5 @@ class FcosConfig:
     detections_per_img: int = 20
     lr: float = 0.002
     weight_decay: float = 0.0001
+    warmup_frac: float = 0.1  # share of the one-cycle schedule spent warming the LR up
     batch_size: int = 16

@@ -1,0 +1,225 @@
+"""The `liveml` command. Each subcommand is a small `cmd_*` function registered in COMMANDS;
+heavy modules are imported inside them so `liveml --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable
+
+# name -> (help, add_arguments(parser), run(args) -> exit code). Add a subcommand by
+# registering it here with `command(...)`.
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
+
+
+def command(name: str, help: str, args: Callable[[argparse.ArgumentParser], None] = lambda p: None):
+    """Decorator registering `fn(args) -> int` as `liveml <name>`."""
+
+    def register(fn: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (help, args, fn)
+        return fn
+
+    return register
+
+
+class UserError(Exception):
+    """An error the user fixes (bad config, unknown run): one line on stderr, exit 2."""
+
+
+def _project():
+    from liveml.project import Project
+
+    return Project.find()
+
+
+# --- params -------------------------------------------------------------------------------
+
+
+def _params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 listing keys where params.yaml differs from conf/",
+    )
+
+
+@command("params", "compose conf/ into params.yaml (the pipeline's parameters)", _params_args)
+def cmd_params(args: argparse.Namespace) -> int:
+    from liveml.config import stale_keys, write_params
+
+    project = _project()
+    if args.check:
+        if not project.params_file.is_file():
+            print(f"{project.params_file} is missing; fix: run `liveml params`.", file=sys.stderr)
+            return 1
+        stale = stale_keys(project)
+        if stale:
+            print(
+                f"params.yaml is stale ({len(stale)} key(s) differ from conf/): "
+                f"{', '.join(stale)}; fix: run `liveml params`.",
+                file=sys.stderr,
+            )
+            return 1
+        print("params.yaml is in sync with conf/")
+        return 0
+    path = write_params(project)
+    print(f"wrote {path}")
+    return 0
+
+
+# --- runs / lineage -----------------------------------------------------------------------
+
+
+def _store():
+    from liveml.project import Project
+    from liveml.runs import RunStore
+
+    try:
+        project = Project.find()
+    except FileNotFoundError:
+        # Outside a project, paths to a model folder or run.json still work.
+        return RunStore("runs")
+    return RunStore.for_project(project)
+
+
+def _lineage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="PATH_OR_RUN", help="model folder, run.json, run id or prefix")
+    p.add_argument("--json", action="store_true", help="print the whole run record as JSON")
+
+
+@command("lineage", "show what a model was made from: code, config, data, env", _lineage_args)
+def cmd_lineage(args: argparse.Namespace) -> int:
+    record = _store().get(args.ref)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(summarize(record))
+    return 0
+
+
+def summarize(record: dict) -> str:
+    """A human-readable summary of a run record."""
+    code = record.get("code") or {}
+    env = record.get("environment") or {}
+    wandb = record.get("wandb") or {}
+    commit = code.get("commit") or "not in git"
+    diff = str(code.get("diff_sha256"))[:12]
+    dirty = f" + uncommitted changes {diff}" if code.get("dirty") else ""
+    lines = [
+        f"run          {record.get('run_id')}  ({record.get('task')}, {record.get('created')})",
+        f"fingerprint  {record.get('fingerprint')}",
+        f"code         {commit}{dirty}",
+        f"seed         {record.get('seed')}",
+    ]
+    for path, h in (record.get("data") or {}).items():
+        lines.append(f"data         {path}  {h}")
+    lines.append(
+        "environment  "
+        + ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "lightning") if env.get(k))
+    )
+    if record.get("resumed_from"):
+        r = record["resumed_from"]
+        done, step = r.get("epochs_done"), r.get("global_step")
+        lines.append(f"resumed      after epoch {done} (step {step})")
+    for k, v in (record.get("metrics") or {}).items():
+        shown = f"{v:.6g}" if isinstance(v, float) else v
+        lines.append(f"metric       {k} = {shown}")
+    lines.append(f"weights      sha256 {record.get('weights_sha256')}")
+    if wandb.get("id"):
+        lines.append(f"wandb        {wandb.get('id')} ({wandb.get('mode')}) {wandb.get('dir')}")
+    return "\n".join(lines)
+
+
+def _runs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the run records as JSON")
+
+
+@command("runs", "list the runs in the local run store", _runs_args)
+def cmd_runs(args: argparse.Namespace) -> int:
+    records = _store().list()
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    for r in records:
+        val = {k: v for k, v in (r.get("metrics") or {}).items() if k.startswith("val")}
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in val.items())
+        print(f"{r['run_id']}  {r.get('fingerprint', '')[:12]}  {metrics}")
+    if not records:
+        print("no runs yet; train with `dvc repro` or `python -m liveml.train`", file=sys.stderr)
+    return 0
+
+
+# --- reproduce ----------------------------------------------------------------------------
+
+
+def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="RUN", help="run id, prefix, model folder or run.json")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+@command("reproduce", "retrain a run; exit 0 iff weights and metrics match", _reproduce_args)
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from liveml.reproduce import reproduce
+
+    # Training output (progress bar, summaries) goes to stderr: stdout is the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        report = reproduce(args.ref, _project())
+    ok = report["weights_match"] and report["metrics_match"]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        o, r = report["original"], report["reproduced"]
+        print(f"run {report['run_id']}: {'REPRODUCED' if ok else 'NOT reproduced'}")
+        print(f"  weights  {o['weights_sha256']}  vs  {r['weights_sha256']}")
+        for k, (a, b) in report["metric_diffs"].items():
+            print(f"  metric   {k}: {a} vs {b}")
+        for w in report["warnings"]:
+            print(f"  warning  {w}")
+    return 0 if ok else 1
+
+
+# --- entry --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="liveml",
+        description="Experiment tracking and reproducibility: code + hyperparameters + data.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_, add_args, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_args(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors with a message written for the user (imported only once a command failed)."""
+    from liveml.config import ConfigError
+    from liveml.runs import RunNotFoundError
+
+    errors: list[type] = [ConfigError, RunNotFoundError, FileNotFoundError, UserError]
+    if "liveml.reproduce" in sys.modules:
+        errors.append(sys.modules["liveml.reproduce"].DataMismatchError)
+    if "liveml.training" in sys.modules:
+        errors.append(sys.modules["liveml.training"].ResumeError)
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as e:
+        if isinstance(e, _user_errors()):
+            print(f"liveml {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

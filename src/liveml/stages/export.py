@@ -1,0 +1,53 @@
+"""Stage export: deployable TorchScript + ONNX models, checked against the eager model, and the
+model card (lineage, signature, metrics, scope)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from liveml.stages import run_stage
+
+TORCHSCRIPT = "model.ts"
+ONNX = "model.onnx"
+CARD = "model_card.json"
+
+
+def main() -> None:
+    from liveml.atomic import atomic_dir
+    from liveml.config import load_params
+    from liveml.export import export_onnx, export_torchscript
+    from liveml.modelcard import build_card, write_card
+    from liveml.project import Project
+    from liveml.tasks import get_task
+    from liveml.training import load_trained
+
+    project = Project.find()
+    cfg = load_params(project)
+    task = get_task(cfg.task.name)
+    module, record = load_trained(project.path(cfg.paths.model))
+    metrics = json.loads(project.path(cfg.paths.metrics).read_text())
+    net = task.deployable(module)
+    inputs = task.export_inputs(cfg, project.path(cfg.paths.data))
+    with atomic_dir(project.path(cfg.paths.export)) as out:
+        exports = [
+            export_torchscript(net, inputs[0], out / TORCHSCRIPT, check_inputs=inputs[1:]),
+            export_onnx(net, inputs[0], out / ONNX, check_inputs=inputs[1:]),
+        ]
+        for info in exports:  # relative to the export folder: `out` is a temp name until done
+            info["file"] = Path(info["file"]).name
+        card = build_card(
+            task=cfg.task.name,
+            run_record=record,
+            metrics=metrics,
+            scope={"meets_scope": metrics["meets_scope"], "targets": metrics["scope"]},
+            exports=exports,
+            classes=list(cfg.task.classes),
+            signature=task.signature(inputs[0]),
+        )
+        write_card(card, out / CARD)
+    print(f"export: {', '.join(e['file'] for e in exports)} + {CARD}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,305 @@
+"""`train(cfg)`: the one training function (DVC train stage, Hydra entry point, reproduce).
+
+It records lineage before training, trains deterministically, checkpoints every epoch under
+`paths.checkpoints/<fingerprint[:16]>/` (a killed run resumes from there: same fingerprint,
+same run), and writes the model folder (weights.pt, run.json, metrics.csv, config.yaml) as a
+whole, atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+from liveml.project import Project
+
+WEIGHTS = "weights.pt"
+RECORD = "run.json"
+METRICS_CSV = "metrics.csv"
+CONFIG_YAML = "config.yaml"
+LAST_CKPT = "last.ckpt"
+CKPT_KEY = "liveml"  # where the lineage of a checkpoint is stored inside it
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint cannot be resumed (another run holds it, or it belongs to another run)."""
+
+
+def _log(msg: str) -> None:
+    # stderr, unbuffered: this line is how a user (and the kill/resume test) sees a resume.
+    print(f"liveml: {msg}", file=sys.stderr, flush=True)
+
+
+def train(
+    cfg,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    project: Project | None = None,
+    resume: bool = True,
+    sweep: str | None = None,
+) -> dict:
+    """Train the task's model on `paths.data`; write the model folder; return the run record.
+
+    `out_dir` defaults to `paths.model`. With `resume`, an epoch checkpoint of the same
+    fingerprint is continued; without it, such checkpoints are discarded first.
+    """
+    import yaml
+
+    from liveml.atomic import atomic_dir, atomic_write_json
+    from liveml.config import check, to_dict
+    from liveml.lineage import new_record, weights_sha256
+    from liveml.runs import RunStore
+    from liveml.tasks import get_task
+    from liveml.tracking import open_tracking
+
+    # Re-check from plain data: `check` of an already-checked config fails (schema identity).
+    cfg = check(to_dict(cfg) if not isinstance(cfg, dict) else cfg)
+    project = project or Project.find()
+    task = get_task(cfg.task.name)
+    data_dir = project.path(cfg.paths.data)
+    record = new_record(cfg, project, [cfg.paths.data])
+    fp = record["fingerprint"]
+    work = project.path(cfg.paths.checkpoints) / fp[:16]
+    out = Path(out_dir) if out_dir is not None else project.path(cfg.paths.model)
+
+    with _exclusive(work), _deterministic(cfg):
+        start = _resume_point(work, fp) if resume else None
+        if start is None:
+            _clear(work)
+        else:
+            draft = _read_json(work / RECORD)
+            # Same fingerprint, same run: keep its id so the run store and W&B show one run.
+            record["run_id"], record["created"] = draft["run_id"], draft["created"]
+            _log(
+                f"resuming run {record['run_id']} from {start['path']} "
+                f"({start['epochs_done']} epoch(s) done, step {start['global_step']})"
+            )
+        record["resumed_from"] = start
+        record["sweep"] = sweep
+
+        resumed = start is not None
+        with open_tracking(cfg, record, work, project=project, sweep=sweep, resume=resumed) as tr:
+            if resumed:
+                tr.csv.truncate(start["epochs_done"] - 1)
+            record["wandb"] = tr.info()
+            atomic_write_json(work / RECORD, record)  # the draft a resumed run continues
+
+            dm = task.datamodule(cfg, data_dir)
+            module = task.module(cfg)
+            trainer = _trainer(cfg, work, fp, record["run_id"], tr.loggers)
+            with warnings.catch_warnings():
+                # The folder holds this run's own lineage files and, on resume, checkpoints.
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* not empty")
+                trainer.fit(module, datamodule=dm, ckpt_path=start["path"] if start else None)
+            if trainer.interrupted or trainer.state.status != "finished":
+                raise RuntimeError(f"training stopped early ({trainer.state.status})")
+
+            state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+            record["metrics"] = _final_metrics(trainer, tr.csv.rows)
+            record["weights_sha256"] = weights_sha256(state)
+            record["epochs"] = int(trainer.current_epoch)
+            record["global_step"] = int(trainer.global_step)
+            if tr.wandb_run is not None:
+                tr.wandb_run.summary["weights_sha256"] = record["weights_sha256"]
+                tr.wandb_run.summary["liveml_run_id"] = record["run_id"]
+            tr.csv.write()
+
+        import torch
+
+        config_text = yaml.safe_dump(record["config"], sort_keys=False)
+        with atomic_dir(out) as tmp:
+            torch.save(state, tmp / WEIGHTS)
+            shutil.copyfile(work / METRICS_CSV, tmp / METRICS_CSV)
+            (tmp / CONFIG_YAML).write_text(config_text)
+            RunStore.for_project(project, cfg).save(
+                record, files={METRICS_CSV: work / METRICS_CSV, CONFIG_YAML: tmp / CONFIG_YAML}
+            )
+            atomic_write_json(tmp / RECORD, record)
+        # The run is complete and stored: its checkpoints would only resume a finished run.
+        _clear(work, remove=True)
+    return record
+
+
+def load_trained(model_dir: str | os.PathLike, *, check_hash: bool = True) -> tuple[Any, dict]:
+    """(module in eval mode, run record) from a model folder or a run folder with weights.pt.
+
+    Weights load with `weights_only=True`; with `check_hash` they must match the record's
+    `weights_sha256`, so a swapped or corrupted file is caught before it is evaluated.
+    """
+    import torch
+
+    from liveml.config import check
+    from liveml.lineage import weights_sha256
+    from liveml.tasks import get_task
+
+    model_dir = Path(model_dir)
+    record = _read_json(model_dir / RECORD)
+    cfg = check(record["config"], source=str(model_dir / RECORD))
+    state = torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True)
+    if check_hash and record.get("weights_sha256") not in (None, weights_sha256(state)):
+        raise ValueError(
+            f"{model_dir / WEIGHTS} does not match the weights_sha256 in its run.json; "
+            "the folder was modified. Fix: retrain (`dvc repro train`) or restore it "
+            "(`dvc checkout`)."
+        )
+    module = get_task(cfg.task.name).module(cfg)
+    module.load_state_dict(state)
+    return module.eval(), record
+
+
+def _trainer(cfg, work: Path, fp: str, run_id: str, loggers: list):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(
+        dirpath=work,
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        every_n_epochs=1,
+        save_top_k=1,  # no monitor: keeps the newest epoch checkpoint, plus last.ckpt
+        save_last=True,
+        # After validation and the epoch-level logging: the checkpoint is a clean boundary.
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,  # always overwrite last.ckpt, also after a resume
+    )
+    t = cfg.trainer
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_val_batches=t.limit_val_batches,
+        logger=loggers,
+        callbacks=[checkpoint, _Lineage(fp, run_id, int(cfg.seed))],
+        default_root_dir=work,
+        enable_progress_bar=True,
+    )
+
+
+class _Lineage(Callback):
+    """Stamps checkpoints with their run's fingerprint; seeds global RNGs per epoch.
+
+    The data pipeline is already a pure function of (seed, epoch, index); re-seeding the global
+    RNGs from (seed, epoch) makes any other random op independent of whether the run resumed.
+    """
+
+    def __init__(self, fingerprint: str, run_id: str, seed: int):
+        self.fingerprint, self.run_id, self.seed = fingerprint, run_id, seed
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        s = (self.seed * 1_000_003 + trainer.current_epoch) % 2**32
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[CKPT_KEY] = {"fingerprint": self.fingerprint, "run_id": self.run_id}
+
+
+def _resume_point(work: Path, fp: str) -> dict | None:
+    """The last.ckpt in `work` if it belongs to fingerprint `fp` (else None: start fresh)."""
+    import torch
+
+    last = work / LAST_CKPT
+    if not last.is_file() or not (work / RECORD).is_file():
+        return None
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # a damaged checkpoint is not worth failing the run over
+        _log(f"ignoring unreadable checkpoint {last}: {e}")
+        return None
+    stamp = ckpt.get(CKPT_KEY) or {}
+    if stamp.get("fingerprint") != fp:
+        _log(f"ignoring {last}: it belongs to fingerprint {stamp.get('fingerprint')}, not {fp}")
+        return None
+    return {
+        "path": str(last),
+        "epochs_done": int(ckpt["epoch"]) + 1,
+        "global_step": int(ckpt["global_step"]),
+    }
+
+
+def _final_metrics(trainer, rows: list[dict]) -> dict[str, float]:
+    """Last logged value of each metric, overlaid with the trainer's final callback metrics.
+
+    The CSV part keeps the metrics of a run resumed after its last epoch (nothing left to fit,
+    so Lightning has no callback metrics).
+    """
+    metrics: dict[str, float] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k not in ("step", "epoch") and isinstance(v, int | float):
+                metrics[k] = float(v)
+    for k, v in trainer.callback_metrics.items():
+        metrics[k] = float(v)
+    return dict(sorted(metrics.items()))
+
+
+@contextlib.contextmanager
+def _deterministic(cfg) -> Iterator[None]:
+    """Seeded, deterministic kernels, fixed thread count; restores the process settings after."""
+    import lightning as L
+    import torch
+
+    was_det = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(int(cfg.trainer.num_threads))
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_det)
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _exclusive(work: Path) -> Iterator[None]:
+    """One process per checkpoint folder: two trainings of one fingerprint would clobber it."""
+    import fcntl
+
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResumeError(
+                f"another process is training the same run (checkpoints in {work}); wait for "
+                "it to finish, or stop it."
+            ) from None
+        yield  # the kernel drops the lock when the process dies, so a kill never leaves it
+
+
+def _clear(work: Path, remove: bool = False) -> None:
+    """Empty `work` but keep its lock (or remove the whole folder once the run is stored)."""
+    if remove:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for p in work.iterdir():
+        if p.name == ".lock":
+            continue
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())

@@ -1,0 +1,88 @@
+"""The FCOS detector: built from config, scriptable, right output format, and it can learn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from liveml.tasks.defects.config import FcosConfig
+from liveml.tasks.defects.model import build_detector, level_strides
+
+TINY_MODEL = {"channels": [8, 16, 16, 32], "fpn_channels": 32, "head_convs": 1}
+
+
+def tiny_model_cfg(**overrides):
+    return OmegaConf.merge(OmegaConf.structured(FcosConfig), TINY_MODEL, overrides)
+
+
+def images(n: int, size: int = 64, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(3, size, size, generator=g) for _ in range(n)]
+
+
+def test_builds_from_config_at_the_data_size():
+    cfg = tiny_model_cfg()
+    model = build_detector(cfg, num_classes=3, image_size=64)
+    # No upscaling to torchvision's default 800 px.
+    assert model.transform.min_size == (64,)
+    assert model.transform.max_size == 64
+    assert level_strides(cfg) == [4, 8, 16, 32]
+    assert [s[0] for s in model.anchor_generator.sizes] == [4, 8, 16, 32]
+    # Labels are the 1-based COCO category ids: background slot 0 plus 3 classes.
+    assert model.head.classification_head.num_classes == 4
+    assert model.score_thresh == cfg.score_thresh
+    assert model.detections_per_img == cfg.detections_per_img
+
+
+def test_default_config_builds():
+    model = build_detector(OmegaConf.structured(FcosConfig), num_classes=3, image_size=160)
+    model.eval()
+    with torch.no_grad():
+        (out,) = model(images(1, size=160))
+    assert set(out) == {"boxes", "scores", "labels"}
+
+
+def test_eval_output_format_and_torchscript_match_eager():
+    torch.manual_seed(0)
+    model = build_detector(tiny_model_cfg(score_thresh=0.0), num_classes=3, image_size=64).eval()
+    scripted = torch.jit.script(model).eval()
+    x = images(2)
+    with torch.no_grad():
+        eager = model(x)
+        with pytest.warns(UserWarning, match="always returns a"):
+            _, script_out = scripted(x)
+    assert len(eager) == 2
+    for det, det_s in zip(eager, script_out, strict=True):
+        n = len(det["boxes"])
+        assert 0 < n <= model.detections_per_img
+        assert det["boxes"].shape == (n, 4) and det["boxes"].dtype == torch.float32
+        assert det["labels"].dtype == torch.int64 and det["scores"].shape == (n,)
+        assert ((det["scores"] >= 0) & (det["scores"] <= 1)).all()
+        assert (det["boxes"] >= 0).all() and (det["boxes"] <= 64).all()
+        for k in det:
+            torch.testing.assert_close(det[k], det_s[k])
+
+
+def test_training_loss_is_finite_and_decreases_when_overfitting():
+    torch.manual_seed(0)
+    model = build_detector(tiny_model_cfg(), num_classes=3, image_size=64).train()
+    x = images(2)
+    for img in x:  # draw the "defects" so there is something to find
+        img[:, 10:14, 20:24] = 1.0
+        img[:, 30:50, 40:42] = 0.0
+    target = {
+        "boxes": torch.tensor([[20.0, 10, 24, 14], [40, 30, 42, 50]]),
+        "labels": torch.tensor([3, 1]),
+    }
+    targets = [target, target]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = sum(model(x, targets).values())
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
