@@ -94,7 +94,8 @@ def main() -> None:
         t_liveml = liveml_train(cfg, project)
 
     steps = args.epochs * (args.n_train // cfg.model.batch_size)
-    print(f"steps: {steps} ({args.epochs} epochs x {args.n_train} images, batch {cfg.model.batch_size})")
+    batch = cfg.model.batch_size
+    print(f"steps: {steps} ({args.epochs} epochs x {args.n_train} images, batch {batch})")
     print(f"plain PyTorch loop : {t_plain:7.2f} s")
     print(f"liveml train(cfg)  : {t_liveml:7.2f} s")
     print(f"overhead ratio     : {t_liveml / t_plain:7.3f}  (target <= 1.10)")

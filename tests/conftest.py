@@ -28,6 +28,8 @@ TINY = [
     "model.batch_size=8",
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=1",
+    # One intra-op thread: on a busy 2-core machine, 2 spinning threads run 10-30x slower.
+    "trainer.num_threads=1",
 ]
 
 
@@ -50,6 +52,12 @@ def tiny_data(tmp_path_factory) -> Path:
     out = project.path(cfg.paths.data)
     get_task(cfg.task.name).generate(cfg, out)
     return out
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    """TINY as command-line overrides (for subprocesses such as `python -m liveml.train`)."""
+    return list(TINY)
 
 
 @pytest.fixture

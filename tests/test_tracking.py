@@ -184,3 +184,38 @@ def test_csv_resume_drops_rows_after_the_checkpoint(tmp_path):
     rows = read_csv(path)
     assert [(r["step"], r["epoch"]) for r in rows] == [("0", "0"), ("1", "0"), ("1", "0")]
     assert rows[2]["val/map"] == "0.25"
+
+
+def test_resume_falls_back_to_a_new_wandb_run_when_the_id_is_held(
+    tiny_project, tiny_cfg, tmp_path, capfd
+):
+    """A killed trainer attached to a shared W&B service leaves its run id "in use" there."""
+    import os
+    import subprocess
+    import sys
+
+    with open_tracking(tiny_cfg(), RECORD, tmp_path / "w", project=tiny_project) as first:
+        held = first.info()["id"]  # also starts this process's service (WANDB_SERVICE)
+    assert os.environ.get("WANDB_SERVICE")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, wandb\n"
+            f"wandb.init(id={held!r}, mode='offline', dir={str(tmp_path)!r})\n"
+            "print('ready', flush=True)\ntime.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        cfg = tiny_cfg()
+        with open_tracking(cfg, RECORD, tmp_path / "w", project=tiny_project, resume=True) as tr:
+            new = tr.info()["id"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert new != held
+    assert (tmp_path / "w" / "wandb_id").read_text().strip() == new
+    assert f"W&B run {held} is still held open" in capfd.readouterr().err

@@ -13,7 +13,6 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY
 from liveml.lineage import weights_sha256
 from liveml.runs import RunStore
 from liveml.training import _resume_point, load_trained, train
@@ -63,9 +62,12 @@ def test_load_trained_rejects_modified_weights(tiny_trainable, tiny_cfg, tmp_pat
         load_trained(tmp_path / "m")
 
 
-def test_kill_then_resume_matches_an_uninterrupted_run(tiny_trainable, tiny_cfg, tmp_path):
+def test_kill_then_resume_matches_an_uninterrupted_run(
+    tiny_trainable, tiny_cfg, tiny_overrides, tmp_path
+):
     root = tiny_trainable.root
-    args = [sys.executable, "-m", "liveml.train", *TINY, "trainer.max_epochs=3"]
+    # 4 epochs: after the first checkpoint, 3 more leave ample time to kill it mid-run.
+    args = [sys.executable, "-m", "liveml.train", *tiny_overrides, "trainer.max_epochs=4"]
     # Separate processes, as in real use: not attached to this process's W&B service.
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env.update(LIVEML_ROOT=str(root), WANDB_MODE="offline")
@@ -79,7 +81,7 @@ def test_kill_then_resume_matches_an_uninterrupted_run(tiny_trainable, tiny_cfg,
         while not list(ckpts.glob("*/last.ckpt")):
             assert killed.poll() is None, "training ended before any checkpoint"
             assert time.monotonic() < deadline, "no epoch checkpoint within 300 s"
-            time.sleep(0.02)
+            time.sleep(0.005)
         assert killed.poll() is None, "training finished before it could be killed"
         killed.send_signal(signal.SIGKILL)
     finally:
@@ -92,11 +94,11 @@ def test_kill_then_resume_matches_an_uninterrupted_run(tiny_trainable, tiny_cfg,
     assert "liveml: resuming run" in resumed.stderr
     (record,) = RunStore.for_project(tiny_trainable).list()
     done = record["resumed_from"]["epochs_done"]
-    assert 1 <= done < 3, record["resumed_from"]  # it resumed, and still had epochs to train
-    assert record["epochs"] == 3
+    assert 1 <= done < 4, record["resumed_from"]  # it resumed, and still had epochs to train
+    assert record["epochs"] == 4
 
     reference = train(
-        tiny_cfg("trainer.max_epochs=3"), out_dir=tmp_path / "ref", project=tiny_trainable
+        tiny_cfg("trainer.max_epochs=4"), out_dir=tmp_path / "ref", project=tiny_trainable
     )
     assert reference["resumed_from"] is None
     assert reference["fingerprint"] == record["fingerprint"]

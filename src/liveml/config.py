@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def _task_schemas(task: str) -> tuple[type, type]:
     return t.model_schema, t.data_schema
 
 
+@cache  # one class per task: re-checking an already-checked config must find the same type
 def root_schema(task: str) -> type:
     """The typed schema of the whole config for `task` (its model and data groups differ)."""
     model_schema, data_schema = _task_schemas(task)

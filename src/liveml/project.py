@@ -13,7 +13,8 @@ class Project:
 
     @classmethod
     def find(cls, start: Path | None = None) -> Project:
-        """The nearest ancestor of `start` (default: $LIVEML_ROOT or the cwd) with conf/config.yaml."""
+        """The nearest ancestor of `start` (default: $LIVEML_ROOT, else the cwd) holding
+        conf/config.yaml."""
         here = Path(start or os.environ.get("LIVEML_ROOT") or Path.cwd()).resolve()
         for d in (here, *here.parents):
             if (d / "conf" / "config.yaml").is_file():

@@ -17,9 +17,7 @@ def main() -> None:
     cfg = load_params(project)
     module, _ = load_trained(project.path(cfg.paths.model))
     with atomic_dir(project.path(cfg.paths.plots)) as plots:
-        metrics = get_task(cfg.task.name).evaluate(
-            cfg, module, project.path(cfg.paths.data), plots
-        )
+        metrics = get_task(cfg.task.name).evaluate(cfg, module, project.path(cfg.paths.data), plots)
     scope = check_scope(metrics, cfg.task.targets, task=cfg.task.name)
     metrics = {**metrics, "meets_scope": scope["meets_scope"], "scope": scope["targets"]}
     atomic_write_json(project.path(cfg.paths.metrics), metrics)

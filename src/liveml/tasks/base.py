@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 
 class DataValidationError(RuntimeError):
-    """Data failed a check; `problems` lists (file, what is wrong) so the user can fix or drop them."""
+    """Data failed a check; `problems` lists (file, what is wrong) to fix or drop."""
 
     def __init__(self, problems: list[tuple[str, str]], report_path: str | None = None):
         self.problems = problems
