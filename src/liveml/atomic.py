@@ -18,8 +18,8 @@ def _umask() -> int:
     return mask
 
 
-def _public(path: Path, mode: int) -> None:
-    # mkstemp/mkdtemp make 0600/0700 entries; outputs should get the usual umask permissions.
+def make_public(path: str | os.PathLike, mode: int) -> None:
+    """Give a temp entry the usual permissions: mkstemp/mkdtemp make them private (0600/0700)."""
     os.chmod(path, mode & ~_umask())
 
 
@@ -33,7 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        _public(tmp_path, 0o666)
+        make_public(tmp_path, 0o666)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -63,7 +63,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        _public(tmp, 0o777)
+        make_public(tmp, 0o777)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

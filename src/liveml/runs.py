@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from liveml.atomic import make_public
 from liveml.project import Project
 
 RECORD = "run.json"
@@ -53,7 +54,7 @@ class RunStore:
         base = record["run_id"]
         tmp = Path(tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=self.path))
         try:
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; runs are shared
+            make_public(tmp, 0o777)
             for name, src in (files or {}).items():
                 shutil.copyfile(src, tmp / name)
                 _fsync(tmp / name)
@@ -123,12 +124,6 @@ class RunStore:
     def get(self, ref: str | os.PathLike) -> dict:
         """The run record that `ref` names (see `resolve`)."""
         return _read_json(self.resolve(ref))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _read_json(path: Path) -> dict:
