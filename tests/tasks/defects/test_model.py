@@ -12,6 +12,15 @@ from liveml.tasks.defects.model import build_detector, level_strides
 TINY_MODEL = {"channels": [8, 16, 16, 32], "fpn_channels": 32, "head_convs": 1}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and stay fast when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model_cfg(**overrides):
     return OmegaConf.merge(OmegaConf.structured(FcosConfig), TINY_MODEL, overrides)
 
@@ -69,20 +78,43 @@ def test_training_loss_is_finite_and_decreases_when_overfitting():
     model = build_detector(tiny_model_cfg(), num_classes=3, image_size=64).train()
     x = images(2)
     for img in x:  # draw the "defects" so there is something to find
-        img[:, 10:14, 20:24] = 1.0
-        img[:, 30:50, 40:42] = 0.0
+        img[:, 10:22, 18:30] = 1.0
+        img[:, 28:52, 38:44] = 0.0
     target = {
-        "boxes": torch.tensor([[20.0, 10, 24, 14], [40, 30, 42, 50]]),
+        "boxes": torch.tensor([[18.0, 10, 30, 22], [38, 28, 44, 52]]),
         "labels": torch.tensor([3, 1]),
     }
-    targets = [target, target]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
+    history = []
     for _ in range(30):
-        loss = sum(model(x, targets).values())
+        losses = model(x, [target, target])
+        loss = sum(losses.values())
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+        history.append({k: v.item() for k, v in losses.items()})
+    first, last = history[0], history[-1]
+    assert last["classification"] < 0.2 * first["classification"]
+    assert last["bbox_regression"] < 0.5 * first["bbox_regression"]
+
+
+def _anchors(model, size: int = 64) -> tuple[torch.Tensor, list[int]]:
+    from torchvision.models.detection.image_list import ImageList
+
+    feats = [torch.zeros(1, 1, size // s, size // s) for s in level_strides(tiny_model_cfg())]
+    image = ImageList(torch.zeros(1, 3, size, size), [(size, size)])
+    return model.anchor_generator(image, feats)[0], [f.shape[-1] ** 2 for f in feats]
+
+
+def test_tiny_boxes_get_positives_that_plain_fcos_misses():
+    # A 3x3 box at a multiple of the stride holds no stride-4 grid point strictly inside.
+    box = torch.tensor([[8.0, 8.0, 11.0, 11.0], [20.0, 30.0, 50.0, 40.0]])
+    plain = build_detector(tiny_model_cfg(min_positives=0), num_classes=3, image_size=64)
+    anchors, per_level = _anchors(plain)
+    assert (plain.match(box, anchors, per_level) == 0).sum() == 0
+    model = build_detector(tiny_model_cfg(min_positives=4), num_classes=3, image_size=64)
+    matched = model.match(box, anchors, per_level)
+    assert (matched == 0).sum() == 4
+    # The big box keeps exactly plain FCOS's positives.
+    assert torch.equal(matched == 1, plain.match(box, anchors, per_level) == 1)

@@ -14,6 +14,15 @@ from liveml.tasks.defects.module import DefectsModule
 CLASSES = ["scratch", "crack", "spot"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and stay fast when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_cfg(max_epochs: int = 2):
     return check(
         {

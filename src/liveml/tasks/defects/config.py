@@ -33,8 +33,10 @@ class DefectsDataConfig:
 class FcosConfig:
     name: str = "fcos_tiny"
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # residual blocks per stage
     fpn_channels: int = 64
     head_convs: int = 2
+    min_positives: int = 4  # small boxes get at least this many positive locations (0: plain FCOS)
     score_thresh: float = 0.2
     nms_thresh: float = 0.5
     detections_per_img: int = 20
