@@ -32,15 +32,15 @@ class DefectsDataConfig:
 @dataclass
 class FcosConfig:
     name: str = "fcos_tiny"
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    channels: list[int] = field(default_factory=lambda: [24, 48, 96, 192])
     blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # residual blocks per stage
-    fpn_channels: int = 64
+    fpn_channels: int = 32
     head_convs: int = 2
     min_positives: int = 4  # small boxes get at least this many positive locations (0: plain FCOS)
     score_thresh: float = 0.2
     nms_thresh: float = 0.5
     detections_per_img: int = 20
-    lr: float = 0.002
+    lr: float = 0.004
     weight_decay: float = 0.0001
     warmup_frac: float = 0.1  # share of the one-cycle schedule spent warming the LR up
     batch_size: int = 16
