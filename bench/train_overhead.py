@@ -83,7 +83,7 @@ def main() -> None:
             "data.n_val=16",
             "data.n_test=16",
             f"trainer.max_epochs={args.epochs}",
-            "trainer.limit_val_batches=0",
+            "+trainer.limit_val_batches=0",
             f"logger.dir={tmp / 'wandb'}",
         ]
         cfg = compose(overrides, project)
