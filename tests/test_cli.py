@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_params_check_detects_a_stale_params_yaml(tiny_project, monkeypatch, cap
     assert main(["params", "--check"]) == 0
 
     conf = tiny_project.conf_dir / "model" / "fcos_tiny.yaml"
-    conf.write_text(conf.read_text().replace("lr: 0.002", "lr: 0.004"))
+    conf.write_text(re.sub(r"(?m)^lr: .*$", "lr: 0.0123", conf.read_text()))
     capsys.readouterr()
     assert main(["params", "--check"]) == 1
     assert "model.lr" in capsys.readouterr().err

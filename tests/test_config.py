@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,11 +47,11 @@ def test_write_params_then_edit_conf_is_detected_as_stale(project: Project):
     write_params(project)
     assert stale_keys(project) == []
     conf = project.conf_dir / "model" / "fcos_tiny.yaml"
-    conf.write_text(conf.read_text().replace("lr: 0.002", "lr: 0.005"))
+    conf.write_text(re.sub(r"(?m)^lr: .*$", "lr: 0.0123", conf.read_text()))
     assert stale_keys(project) == ["model.lr"]
     write_params(project)
     assert stale_keys(project) == []
-    assert load_params(project).model.lr == 0.005
+    assert load_params(project).model.lr == 0.0123
 
 
 def test_overrides_are_typed_and_interpolated_paths_follow_the_task(project: Project):

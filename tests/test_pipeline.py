@@ -102,7 +102,7 @@ def test_nothing_changed_means_nothing_runs(project: Path):
 
 
 def test_conf_edit_without_params_stops_with_the_fix(project: Path):
-    set_values(project / "conf", "model/fcos_tiny.yaml", {"lr": 0.004})
+    set_values(project / "conf", "model/fcos_tiny.yaml", {"lr": 0.0123})
     try:
         out = run(["dvc", "repro"], project, check=False)
         assert out.returncode != 0
@@ -113,13 +113,13 @@ def test_conf_edit_without_params_stops_with_the_fix(project: Path):
 
 
 def test_a_hyperparameter_edit_reruns_exactly_the_affected_stages(project: Path):
-    set_values(project / "conf", "model/fcos_tiny.yaml", {"lr": 0.004})
+    set_values(project / "conf", "model/fcos_tiny.yaml", {"lr": 0.0123})
     try:
         run(["liveml", "params"], project)
         out = run(["dvc", "repro"], project)
         assert ran_stages(out) == {"check_config", "train", "evaluate", "export"}
         record = json.loads((project / "data/defects/model/run.json").read_text())
-        assert record["config"]["model"]["lr"] == 0.004
+        assert record["config"]["model"]["lr"] == 0.0123
     finally:
         run(["git", "checkout", "conf", "params.yaml", "dvc.lock", "metrics"], project)
         run(["dvc", "checkout", "-f"], project)
