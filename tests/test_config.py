@@ -19,6 +19,7 @@ from liveml.config import (
     compose,
     fingerprint_view,
     load_params,
+    pipeline_tasks,
     stale_keys,
     to_dict,
     write_params,
@@ -40,7 +41,26 @@ def test_committed_params_yaml_is_the_composition_of_conf():
     project = Project(REPO)
     assert stale_keys(project) == [], "run `liveml params` and commit params.yaml"
     assert project.params_file.read_text().startswith(PARAMS_HEADER)
-    assert to_dict(load_params(project)) == to_dict(compose(project=project))
+    assert pipeline_tasks(project) == ["defects", "speech"]
+
+
+@pytest.mark.parametrize("task", ["defects", "speech"])
+def test_pipeline_task_equals_a_single_run_of_that_task(task: str):
+    """The pipeline's model of a task and `python -m liveml.train task=<task>` share a config."""
+    project = Project(REPO)
+    assert to_dict(load_params(task, project)) == to_dict(compose([f"task={task}"], project))
+
+
+def test_task_selects_its_own_model_and_data_and_paths(project: Project):
+    speech = compose(["task=speech"], project)
+    assert speech.model.name == "crnn_ctc" and speech.data.sample_rate == 16000
+    assert speech.paths.data == "data/speech/raw"
+    assert compose(project=project).model.name == "fcos_tiny"
+
+
+def test_load_params_of_an_unknown_task_lists_the_known_ones(project: Project):
+    with pytest.raises(ConfigError, match=r"has no `tasks\.nope`; it has: defects, speech"):
+        load_params("nope", project)
 
 
 def test_write_params_then_edit_conf_is_detected_as_stale(project: Project):
@@ -48,10 +68,10 @@ def test_write_params_then_edit_conf_is_detected_as_stale(project: Project):
     assert stale_keys(project) == []
     conf = project.conf_dir / "model" / "fcos_tiny.yaml"
     conf.write_text(re.sub(r"(?m)^lr: .*$", "lr: 0.0123", conf.read_text()))
-    assert stale_keys(project) == ["model.lr"]
+    assert stale_keys(project) == ["tasks.defects.model.lr"]
     write_params(project)
     assert stale_keys(project) == []
-    assert load_params(project).model.lr == 0.0123
+    assert load_params("defects", project).model.lr == 0.0123
 
 
 def test_overrides_are_typed_and_interpolated_paths_follow_the_task(project: Project):
@@ -61,7 +81,7 @@ def test_overrides_are_typed_and_interpolated_paths_follow_the_task(project: Pro
 
 
 def test_unknown_key_names_the_key_and_the_allowed_ones(project: Project):
-    params = yaml.safe_load(project.params_file.read_text())
+    params = yaml.safe_load(project.params_file.read_text())["tasks"]["defects"]
     params["model"]["lrr"] = 0.1
     with pytest.raises(ConfigError) as e:
         check(params, source="params.yaml")
@@ -75,7 +95,7 @@ def test_bad_value_type_names_the_key(project: Project):
 
 
 def test_unknown_task_lists_the_allowed_tasks():
-    with pytest.raises(ConfigError, match="allowed: defects"):
+    with pytest.raises(ConfigError, match="allowed: defects, speech"):
         check({"task": {"name": "nope"}})
 
 

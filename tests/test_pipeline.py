@@ -16,12 +16,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-# A recipe small enough to run the pipeline end to end in well under a minute.
+# Recipes small enough to run both tasks' pipelines end to end in about a minute.
 TINY = {
     "data/defects.yaml": {"image_size": 64, "n_train": 24, "n_val": 8, "n_test": 8},
     "model/fcos_tiny.yaml": {"channels": [8, 16, 16, 32], "fpn_channels": 32, "batch_size": 8},
+    "data/speech.yaml": {"n_train": 16, "n_val": 8, "n_test": 8},
+    "model/crnn_ctc.yaml": {"rnn_hidden": 32, "rnn_layers": 1, "batch_size": 8},
     "trainer/cpu.yaml": {"max_epochs": 2},
 }
+STAGES = ("generate", "validate", "train", "evaluate", "export")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -71,26 +74,45 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_repro_builds_data_model_metrics_and_model_card(project: Path):
+def test_repro_builds_every_stage_of_both_tasks(project: Path):
     first = (project / "first_repro.log").read_text()
-    assert {"generate", "validate", "train", "evaluate", "export"} <= ran_stages(
-        subprocess.CompletedProcess([], 0, first, "")
-    )
+    ran = ran_stages(subprocess.CompletedProcess([], 0, first, ""))
+    assert {f"{task}_{stage}" for task in ("defects", "speech") for stage in STAGES} <= ran
+
+
+@pytest.mark.parametrize("task", ["defects", "speech"])
+def test_model_card_and_run_record_carry_the_lineage(project: Path, task: str):
+    record = json.loads((project / f"data/{task}/model/run.json").read_text())
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    data_out = lock["stages"][f"{task}_generate"]["outs"][0]
+    assert record["task"] == task
+    assert record["data"][f"data/{task}/raw"] == data_out["md5"]
+    card = json.loads((project / f"data/{task}/export/model_card.json").read_text())
+    assert card["task"] == task
+    assert card["lineage"]["fingerprint"] == record["fingerprint"]
+    assert card["lineage"]["code"]["commit"] == record["code"]["commit"]
+    assert {e["format"] for e in card["exports"]} == {"torchscript", "onnx"}
+    out = run(["liveml", "lineage", f"data/{task}/model", "--json"], project).stdout
+    assert json.loads(out)["run_id"] == record["run_id"]
+
+
+def test_defects_metrics_and_data_report(project: Path):
     report = json.loads((project / "metrics/defects_data.json").read_text())
     assert report["ok"] is True
     metrics = json.loads((project / "metrics/defects.json").read_text())
     for key in ("map_50", "map", "latency_p50_ms", "latency_p95_ms", "throughput_ips"):
         assert isinstance(metrics[key], float | int), key
     assert "meets_scope" in metrics
-    record = json.loads((project / "data/defects/model/run.json").read_text())
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    data_out = lock["stages"]["generate"]["outs"][0]
-    assert record["data"]["data/defects/raw"] == data_out["md5"]
-    card = json.loads((project / "data/defects/export/model_card.json").read_text())
-    assert card["lineage"]["fingerprint"] == record["fingerprint"]
-    assert card["lineage"]["code"]["commit"] == record["code"]["commit"]
-    lineage = json.loads(run(["liveml", "lineage", "data/defects/model", "--json"], project).stdout)
-    assert lineage["run_id"] == record["run_id"]
+
+
+def test_speech_metrics_and_data_report(project: Path):
+    report = json.loads((project / "metrics/speech_data.json").read_text())
+    assert report["problems"] == []
+    metrics = json.loads((project / "metrics/speech.json").read_text())
+    for key in ("wer", "cer", "latency_p50_ms", "latency_p95_ms", "rtf", "throughput_ups"):
+        assert isinstance(metrics[key], float | int), key
+    assert set(metrics["scope"]) == {"cer", "latency_p95_ms", "rtf"}
+    assert (project / "metrics/speech_plots/cer_by_snr.csv").is_file()
 
 
 def test_nothing_changed_means_nothing_runs(project: Path):
@@ -117,7 +139,13 @@ def test_a_hyperparameter_edit_reruns_exactly_the_affected_stages(project: Path)
     try:
         run(["liveml", "params"], project)
         out = run(["dvc", "repro"], project)
-        assert ran_stages(out) == {"check_config", "train", "evaluate", "export"}
+        # Only the defects model depends on that value: the speech task is left alone.
+        assert ran_stages(out) == {
+            "check_config",
+            "defects_train",
+            "defects_evaluate",
+            "defects_export",
+        }
         record = json.loads((project / "data/defects/model/run.json").read_text())
         assert record["config"]["model"]["lr"] == 0.0123
     finally:
@@ -126,7 +154,7 @@ def test_a_hyperparameter_edit_reruns_exactly_the_affected_stages(project: Path)
 
 
 def test_dvc_exp_run_with_set_param_composes_from_conf(project: Path):
-    out = run(["dvc", "exp", "run", "-S", "model.lr=0.003", "-n", "lr3"], project)
+    out = run(["dvc", "exp", "run", "-S", "tasks.defects.model.lr=0.003", "-n", "lr3"], project)
     assert "lr3" in out.stdout + out.stderr
     show = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     text = json.dumps(show)

@@ -152,6 +152,8 @@ def export_onnx(
     model = as_deployable(model)
     input_names = list(getattr(model, "input_names", ("input",)))
     output_names = getattr(model, "output_names", None)
+    # A deployable may declare free axes, e.g. {"waveforms": {1: "samples"}} for audio length.
+    dynamic_axes = getattr(model, "dynamic_axes", None)
     inputs = _check_inputs(example, check_inputs)
     with atomic_path(path) as tmp:
         try:
@@ -167,6 +169,7 @@ def export_onnx(
                     opset_version=opset,
                     input_names=input_names,
                     output_names=list(output_names) if output_names else None,
+                    dynamic_axes=dict(dynamic_axes) if dynamic_axes else None,
                 )
         except Exception as e:
             raise ExportError(
@@ -178,8 +181,11 @@ def export_onnx(
         def run(x: Tensor) -> tuple[Tensor, ...]:
             return tuple(torch.from_numpy(o) for o in session.run(None, {name: x.numpy()}))
 
-        fixed = [x for x in inputs if x.shape == example.shape]  # batch is fixed in the graph
-        diff, n_dets = _check(model, run, fixed, atol, "ONNX")
+        free = {a for axes in (dynamic_axes or {}).values() for a in axes}
+        fitting = [
+            x for x in inputs if _fits(x, example, free)
+        ]  # other axes are fixed in the graph
+        diff, n_dets = _check(model, run, fitting, atol, "ONNX")
         info = _info("onnx", path, tmp, diff, n_dets, model, example, batch=example.shape[0])
         info.update(opset=opset, exporter="torch.onnx.export(dynamo=False)", runtime="onnxruntime")
     return info
@@ -191,6 +197,13 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _fits(x: Tensor, example: Tensor, free: set[int]) -> bool:
+    """Whether `x` has the example's shape on every axis the exported graph fixed."""
+    return x.dim() == example.dim() and all(
+        a == b or i in free for i, (a, b) in enumerate(zip(x.shape, example.shape, strict=True))
+    )
 
 
 def _check_inputs(example: Tensor, extra: Sequence[Tensor] | None) -> list[Tensor]:
@@ -275,6 +288,8 @@ def _spec(t: Tensor) -> dict:
 def _info(fmt, path, tmp, diff, n_dets, model, example, batch) -> dict:
     if isinstance(model, DeployableDetector):
         signature = model.signature(example, batch=batch)
+    elif hasattr(model, "signature"):
+        signature = model.signature(example)
     else:
         with torch.inference_mode():
             outs = _outputs(model(example))

@@ -111,3 +111,23 @@ def throughput(
         "per_batch_size": per_bs,
         "skipped": skipped,
     }
+
+
+def device_name(device) -> str:
+    """`cuda: <GPU name>` or `cpu: <CPU model>`: where a speed figure was measured."""
+    import platform
+    from pathlib import Path
+
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model here; platform.processor() is often empty there
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {name}"

@@ -36,6 +36,7 @@ def _job(cfg, project) -> dict:
 def main() -> None:
     import hydra
 
+    from liveml.config import RUN_CONFIG
     from liveml.project import Project
 
     try:
@@ -45,7 +46,7 @@ def main() -> None:
         sys.exit(2)
 
     # Hydra needs the config folder when decorating; it is only known once the project is.
-    @hydra.main(config_path=str(project.conf_dir), config_name="config", version_base="1.3")
+    @hydra.main(config_path=str(project.conf_dir), config_name=RUN_CONFIG, version_base="1.3")
     def run(cfg) -> None:
         _job(cfg, project)
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from liveml.stages import run_stage
+from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
     from liveml.atomic import atomic_dir, atomic_write_json
-    from liveml.config import load_params
-    from liveml.project import Project
     from liveml.scope import check_scope
     from liveml.tasks import get_task
     from liveml.training import load_trained
 
-    project = Project.find()
-    cfg = load_params(project)
+    project, cfg = stage_config()
     module, _ = load_trained(project.path(cfg.paths.model))
     with atomic_dir(project.path(cfg.paths.plots)) as plots:
         metrics = get_task(cfg.task.name).evaluate(cfg, module, project.path(cfg.paths.data), plots)
@@ -22,7 +19,8 @@ def main() -> None:
     metrics = {**metrics, "meets_scope": scope["meets_scope"], "scope": scope["targets"]}
     atomic_write_json(project.path(cfg.paths.metrics), metrics)
     verdict = "meets" if scope["meets_scope"] else "does NOT meet"
-    print(f"evaluate: map_50={metrics['map_50']:.3f}; the model {verdict} its scope")
+    shown = ", ".join(f"{k}={v['value']}" for k, v in scope["targets"].items())
+    print(f"evaluate {cfg.task.name}: {shown}; the model {verdict} its scope")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from liveml.stages import run_stage
+from liveml.stages import run_stage, stage_config
 
 TORCHSCRIPT = "model.ts"
 ONNX = "model.onnx"
@@ -15,15 +15,12 @@ CARD = "model_card.json"
 
 def main() -> None:
     from liveml.atomic import atomic_dir
-    from liveml.config import load_params
     from liveml.export import export_onnx, export_torchscript
     from liveml.modelcard import build_card, write_card
-    from liveml.project import Project
     from liveml.tasks import get_task
     from liveml.training import load_trained
 
-    project = Project.find()
-    cfg = load_params(project)
+    project, cfg = stage_config()
     task = get_task(cfg.task.name)
     module, record = load_trained(project.path(cfg.paths.model))
     metrics = json.loads(project.path(cfg.paths.metrics).read_text())
@@ -44,6 +41,7 @@ def main() -> None:
             exports=exports,
             classes=list(cfg.task.classes),
             signature=task.signature(inputs[0]),
+            intended_use=task.intended_use(cfg),
         )
         write_card(card, out / CARD)
     print(f"export: {', '.join(e['file'] for e in exports)} + {CARD}")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 
-from liveml.stages import run_stage
+from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
     from liveml.atomic import atomic_dir
-    from liveml.config import load_params
-    from liveml.project import Project
     from liveml.tasks import get_task
 
-    project = Project.find()
-    cfg = load_params(project)
+    project, cfg = stage_config()
     with atomic_dir(project.path(cfg.paths.data)) as tmp:
         summary = get_task(cfg.task.name).generate(cfg, tmp)
     print(json.dumps(summary, indent=2))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from liveml.stages import run_stage
+from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
-    from liveml.config import load_params
-    from liveml.project import Project
     from liveml.training import train
 
-    project = Project.find()
-    record = train(load_params(project), project=project)
+    project, cfg = stage_config()
+    record = train(cfg, project=project)
     print(f"train: run {record['run_id']} fingerprint {record['fingerprint'][:16]}")
 
 

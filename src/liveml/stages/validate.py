@@ -5,18 +5,15 @@ Training depends on the report, so corrupt or missing files never reach it.
 
 from __future__ import annotations
 
-from liveml.stages import run_stage
+from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
     from liveml.atomic import atomic_write_json
-    from liveml.config import load_params
-    from liveml.project import Project
     from liveml.tasks import get_task
     from liveml.tasks.base import DataValidationError
 
-    project = Project.find()
-    cfg = load_params(project)
+    project, cfg = stage_config()
     report = get_task(cfg.task.name).validate(cfg, project.path(cfg.paths.data))
     report_path = project.path(cfg.paths.data_report)
     atomic_write_json(report_path, report)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from liveml.tasks.base import Task
 
-TASKS = {"defects": "liveml.tasks.defects"}
+TASKS = {"defects": "liveml.tasks.defects", "speech": "liveml.tasks.speech"}
 
 
 def get_task(name: str) -> Task:

@@ -60,3 +60,7 @@ class Task(ABC):
     @abstractmethod
     def signature(self, example: Any) -> dict:
         """The deployable model's input/output signature, in shapes and words."""
+
+    @abstractmethod
+    def intended_use(self, cfg: Any) -> str:
+        """What the model is for, in a sentence, for its model card."""

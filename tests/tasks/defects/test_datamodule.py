@@ -11,10 +11,10 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from liveml.config import check
+from liveml.sampling import EpochSampler
 from liveml.tasks.defects.datamodule import (
     CocoDefects,
     DefectsDataModule,
-    EpochSampler,
     train_transform,
 )
 

@@ -55,5 +55,12 @@ class DefectsTask(Task):
 
         return DeployableDetector.signature(example)
 
+    def intended_use(self, cfg: Any) -> str:
+        return (
+            f"defects: find and box {', '.join(cfg.task.classes)} on phone-screen photos like "
+            "those described by the data recipe in lineage.config.data, as a screening aid "
+            "whose findings a person reviews."
+        )
+
 
 TASK = DefectsTask()

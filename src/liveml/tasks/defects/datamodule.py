@@ -7,30 +7,24 @@ same batches, and ends with the same weights, as an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
+
+from liveml.sampling import EpochSampler, mix_seed
 
 SPLITS = ("train", "val", "test")
 
 Target = dict[str, Tensor]
 Batch = tuple[list[Tensor], list[Target]]
-
-
-def mix_seed(*parts: int) -> int:
-    """A well-spread 63-bit seed: nearby (seed, epoch, index) tuples give unrelated streams."""
-    data = b"".join(int(p).to_bytes(8, "little", signed=True) for p in parts)
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
 def train_transform() -> v2.Transform:
@@ -114,36 +108,6 @@ class CocoDefects(Dataset):
                 torch.manual_seed(mix_seed(self.seed, epoch, index))
                 image, target = self.transform(image, target)
         return image.float().div_(255.0).as_subclass(Tensor), target
-
-
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields `(epoch, index)` keys, shuffled by a generator seeded with (seed, epoch).
-
-    Lightning calls `set_epoch` before every epoch (also when resuming from a checkpoint),
-    so the order of epoch e is the same whether or not the run was interrupted.
-    """
-
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.size = size
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def order(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.size))
-        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-        return torch.randperm(self.size, generator=g).tolist()
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        return iter([(epoch, i) for i in self.order(epoch)])
-
-    def __len__(self) -> int:
-        return self.size
 
 
 def collate(samples: list[tuple[Tensor, Target]]) -> Batch:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -168,7 +167,7 @@ def measure_speed(
 
     Bounded: latency stops after ~5 s of timing, throughput skips batch sizes that would take
     it past `max_time` seconds (those are missing from `throughput_per_batch_size`)."""
-    from liveml.speed import latency, throughput
+    from liveml.speed import device_name, latency, throughput
 
     model.eval()
     device = next(model.parameters()).device
@@ -188,23 +187,9 @@ def measure_speed(
         "throughput_ips": thr["throughput"],
         "best_batch_size": thr["best_batch_size"],
         "throughput_per_batch_size": {str(k): v for k, v in thr["per_batch_size"].items()},
-        "device": _device_name(device),
+        "device": device_name(device),
         "num_threads": torch.get_num_threads(),
     }
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    name = platform.processor() or platform.machine()
-    try:  # Linux names the CPU model here; platform.processor() is often empty there
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {name}"
 
 
 def evaluate(cfg: Any, module: Any, data_dir: Path, plots_dir: Path, **speed_kw: Any) -> dict:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
+from liveml.optim import adamw_one_cycle
 from liveml.tasks.defects.datamodule import Batch, Target
 from liveml.tasks.defects.model import build_detector
 
@@ -66,25 +67,10 @@ class DefectsModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         m = self.cfg.model
-        # No weight decay on norms and biases: decaying them only slows from-scratch training.
-        decay = [p for p in self.model.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": float(m.weight_decay)},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=float(m.lr),
+        return adamw_one_cycle(
+            self.model.parameters(),
+            lr=m.lr,
+            weight_decay=m.weight_decay,
+            warmup_frac=m.warmup_frac,
+            total_steps=self.trainer.estimated_stepping_batches,
         )
-        # Per-step one-cycle: linear warm-up then cosine decay; its state is in the checkpoint.
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=float(m.lr),
-            total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
-            pct_start=float(m.warmup_frac),
-            anneal_strategy="cos",
-            div_factor=25.0,
-            final_div_factor=1e3,
-        )
-        schedule = {"scheduler": scheduler, "interval": "step"}
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
