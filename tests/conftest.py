@@ -84,3 +84,49 @@ def tiny_trainable(tiny_project, tiny_cfg, tiny_data) -> Project:
     dest = tiny_project.path(tiny_cfg().paths.data)
     shutil.copytree(tiny_data, dest)
     return tiny_project
+
+
+# The speech task's tiny config: a few clips, a narrow one-layer recognizer.
+TINY_SPEECH = [
+    "task=speech",
+    "data.n_train=16",
+    "data.n_val=8",
+    "data.n_test=8",
+    "model.rnn_hidden=32",
+    "model.rnn_layers=1",
+    "model.batch_size=8",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.num_threads=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_data_dir(tmp_path_factory) -> Path:
+    """TINY_SPEECH's dataset, generated once per session (copied into each project)."""
+    from liveml.config import compose
+    from liveml.tasks import get_task
+
+    project = make_project(tmp_path_factory.mktemp("tiny-speech-data") / "proj")
+    cfg = compose(TINY_SPEECH, project=project)
+    out = project.path(cfg.paths.data)
+    get_task(cfg.task.name).generate(cfg, out)
+    return out
+
+
+@pytest.fixture
+def tiny_speech_cfg(tiny_project):
+    """Factory like `tiny_cfg`, for the speech task."""
+    from liveml.config import compose
+
+    def make(*overrides: str):
+        return compose([*TINY_SPEECH, *overrides], project=tiny_project)
+
+    return make
+
+
+@pytest.fixture
+def tiny_speech_trainable(tiny_project, tiny_speech_cfg, tiny_speech_data_dir) -> Project:
+    """`tiny_project` with the tiny speech dataset at its `paths.data`."""
+    shutil.copytree(tiny_speech_data_dir, tiny_project.path(tiny_speech_cfg().paths.data))
+    return tiny_project

@@ -53,6 +53,21 @@ def test_two_runs_give_identical_weights(tiny_trainable, tiny_cfg, tmp_path):
     assert not list(tiny_trainable.path(cfg.paths.checkpoints).iterdir())
 
 
+def test_speech_runs_are_deterministic_too(tiny_speech_trainable, tiny_speech_cfg, tmp_path):
+    """The determinism guarantee is the framework's, not one task's: same config, same bytes."""
+    cfg = tiny_speech_cfg()
+    a = train(cfg, out_dir=tmp_path / "a", project=tiny_speech_trainable)
+    b = train(cfg, out_dir=tmp_path / "b", project=tiny_speech_trainable)
+    assert a["task"] == "speech" and a["fingerprint"] == b["fingerprint"]
+    assert a["weights_sha256"] == b["weights_sha256"]
+    assert a["metrics"] == b["metrics"]
+    assert {"train/loss", "val/cer", "val/wer"} <= set(a["metrics"])
+    c = train(tiny_speech_cfg("seed=1"), out_dir=tmp_path / "c", project=tiny_speech_trainable)
+    assert c["weights_sha256"] != a["weights_sha256"]
+    module, _ = load_trained(tmp_path / "a")
+    assert weights_sha256(module.state_dict()) == a["weights_sha256"]
+
+
 def test_load_trained_rejects_modified_weights(tiny_trainable, tiny_cfg, tmp_path):
     train(tiny_cfg("trainer.max_epochs=1"), out_dir=tmp_path / "m", project=tiny_trainable)
     state = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)

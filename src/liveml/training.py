@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,10 +97,13 @@ def train(
             dm = task.datamodule(cfg, data_dir)
             module = task.module(cfg)
             trainer = _trainer(cfg, work, fp, record["run_id"], tr.loggers)
+            fit_start = time.perf_counter()
             with warnings.catch_warnings():
                 # The folder holds this run's own lineage files and, on resume, checkpoints.
                 warnings.filterwarnings("ignore", message="Checkpoint directory .* not empty")
                 trainer.fit(module, datamodule=dm, ckpt_path=start["path"] if start else None)
+            # Wall time of this process's fit (after a resume: the remaining epochs only).
+            record["train_seconds"] = round(time.perf_counter() - fit_start, 2)
             if trainer.interrupted or trainer.state.status != "finished":
                 raise RuntimeError(f"training stopped early ({trainer.state.status})")
 
