@@ -7,8 +7,6 @@ hand-written AP. Plot data is written in the shapes DVC's plot templates read:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from liveml.atomic import atomic_write_text
+from liveml.atomic import atomic_write_csv
 
 BACKGROUND = "background"
 MATCH_IOU = 0.5
@@ -142,16 +140,8 @@ def write_plots(plots_dir: Path, pr_curves: dict, pairs: list[tuple[str, str]]) 
     """PR curve per class (`pr/<class>.csv`: recall, precision) and `confusion.csv`."""
     plots_dir = Path(plots_dir)
     for name, points in pr_curves.items():
-        atomic_write_text(plots_dir / "pr" / f"{name}.csv", _csv(("recall", "precision"), points))
-    atomic_write_text(plots_dir / "confusion.csv", _csv(("actual", "predicted"), pairs))
-
-
-def _csv(header: Sequence[str], rows) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
+        atomic_write_csv(plots_dir / "pr" / f"{name}.csv", ("recall", "precision"), points)
+    atomic_write_csv(plots_dir / "confusion.csv", ("actual", "predicted"), pairs)
 
 
 def measure_speed(
