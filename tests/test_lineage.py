@@ -18,6 +18,7 @@ from liveml.lineage import (
     environment,
     fingerprint,
     new_record,
+    pipeline_outputs,
     weights_sha256,
 )
 
@@ -66,6 +67,29 @@ def test_code_state_clean_then_dirty(repo):
 
     git(repo, "checkout", "-q", "HEAD", "--", "train.py")
     assert code_state(repo)["dirty"] is False
+
+
+def test_another_tasks_outputs_are_not_code(repo):
+    """`dvc repro` writes the first task's metrics before it trains the second task: those
+    outputs must not make the second run look like it ran on edited code."""
+    from liveml.project import Project
+
+    def paths(task: str) -> dict:
+        return {"paths": {"metrics": f"metrics/{task}.json", "model": f"data/{task}/model"}}
+
+    params = {"tasks": {"defects": paths("defects"), "speech": paths("speech")}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    (repo / "metrics").mkdir()
+    (repo / "metrics" / "defects.json").write_text("{}\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "two tasks")
+    (repo / "metrics" / "defects.json").write_text('{"map_50": 0.9}\n')
+
+    speech = paths("speech")
+    assert code_state(repo, exclude=pipeline_outputs(speech))["dirty"] is True
+    exclude = pipeline_outputs(speech, Project(repo))
+    assert "metrics/defects.json" in exclude
+    assert code_state(repo, exclude=exclude)["dirty"] is False
 
 
 def test_code_state_untracked_ignored_and_excluded(repo):

@@ -172,11 +172,23 @@ def weights_sha256(state_dict: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
-def pipeline_outputs(cfg) -> list[str]:
-    """Files and folders under the project that the pipeline writes for `cfg` (not code)."""
-    paths = cfg["paths"] if isinstance(cfg, Mapping) else cfg.paths
+def pipeline_outputs(cfg, project: Project | None = None) -> list[str]:
+    """Files and folders under the project that the pipeline writes (not code): those of `cfg`
+    and, with `project`, those of every task in its params.yaml, since one task's outputs
+    (e.g. metrics/defects.json) change while `dvc repro` goes on to train another task."""
+    configs = [cfg]
+    if project is not None and project.params_file.is_file():
+        import yaml
+
+        params = yaml.safe_load(project.params_file.read_text()) or {}
+        tasks = params.get("tasks")
+        configs += list(tasks.values()) if isinstance(tasks, Mapping) else []
     keys = ("data", "data_report", "model", "checkpoints", "metrics", "plots", "export", "runs")
-    return [*PIPELINE_WRITTEN, *(str(paths[k]) for k in keys if k in paths)]
+    out = list(PIPELINE_WRITTEN)
+    for c in configs:
+        paths = c["paths"] if isinstance(c, Mapping) else c.paths
+        out += [str(paths[k]) for k in keys if k in paths and str(paths[k]) not in out]
+    return out
 
 
 def new_run_id(fp: str, now: float | None = None) -> str:
@@ -189,7 +201,7 @@ def new_record(cfg, project: Project, data_paths: Iterable[str]) -> dict:
     from liveml.config import fingerprint_view, to_dict
 
     config = to_dict(cfg) if not isinstance(cfg, dict) else cfg
-    code = code_state(project.root, exclude=pipeline_outputs(config))
+    code = code_state(project.root, exclude=pipeline_outputs(config, project))
     data = data_hashes(project.root, data_paths)
     fp = fingerprint(code, fingerprint_view(config), data)
     now = time.time()

@@ -44,7 +44,7 @@ def code_warnings(record: dict, project: Project) -> list[str]:
     from liveml.lineage import code_state, pipeline_outputs
 
     then = record.get("code") or {}
-    now = code_state(project.root, exclude=pipeline_outputs(record["config"]))
+    now = code_state(project.root, exclude=pipeline_outputs(record["config"], project))
     out = []
     if then.get("commit") != now["commit"]:
         out.append(
