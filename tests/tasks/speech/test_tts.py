@@ -30,3 +30,19 @@ def test_voice_and_rate_change_the_audio():
 def test_unknown_voice_names_the_voice_and_the_fix():
     with pytest.raises(SynthesisError, match=r"no voice 'xx-nope'.*fix"):
         speak("stop", "xx-nope")
+
+
+def test_same_call_gives_the_same_samples_in_another_process_later():
+    """eSpeak seeds its random generator from the clock; a voice with breath noise shows it."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import hashlib; from liveml.tasks.speech.tts import speak; "
+        "print(hashlib.sha256(speak('three one four', 'en-us+Alicia').tobytes()).hexdigest())"
+    )
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    time.sleep(1.1)  # a clock-seeded generator would now start elsewhere
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert first.returncode == 0 and first.stdout.strip() == second.stdout.strip()

@@ -101,6 +101,10 @@ class _Synthesizer:
         ):
             self._lib.espeak_SetParameter(param, int(value), 0)
         self._chunks = []
+        # eSpeak seeds its generator from the clock and some voices (breath, flutter) draw
+        # from it: a fixed seed gives the same samples in any process, at any time.
+        self._lib.espeak_ng_SetRandSeed(0)
+        ctypes.CDLL(None).srand(0)
         buf = ctypes.create_string_buffer(text.encode("utf-8"))
         err = self._lib.espeak_Synth(
             buf, len(buf), 0, _POS_CHARACTER, 0, _espeakCHARS_UTF8, None, None
