@@ -41,17 +41,22 @@ def make_project(root: Path) -> Project:
     return Project(root)
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """The tiny config's dataset, generated once per session (copied into each project)."""
+def generate_once(tmp_path_factory, overrides: list[str]) -> Path:
+    """The dataset of the config `overrides` compose to, generated into a fresh folder."""
     from liveml.config import compose
     from liveml.tasks import get_task
 
     project = make_project(tmp_path_factory.mktemp("tiny-data") / "proj")
-    cfg = compose(TINY, project=project)
+    cfg = compose(overrides, project=project)
     out = project.path(cfg.paths.data)
     get_task(cfg.task.name).generate(cfg, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The tiny config's dataset, generated once per session (copied into each project)."""
+    return generate_once(tmp_path_factory, TINY)
 
 
 @pytest.fixture
@@ -104,14 +109,7 @@ TINY_SPEECH = [
 @pytest.fixture(scope="session")
 def tiny_speech_data_dir(tmp_path_factory) -> Path:
     """TINY_SPEECH's dataset, generated once per session (copied into each project)."""
-    from liveml.config import compose
-    from liveml.tasks import get_task
-
-    project = make_project(tmp_path_factory.mktemp("tiny-speech-data") / "proj")
-    cfg = compose(TINY_SPEECH, project=project)
-    out = project.path(cfg.paths.data)
-    get_task(cfg.task.name).generate(cfg, out)
-    return out
+    return generate_once(tmp_path_factory, TINY_SPEECH)
 
 
 @pytest.fixture

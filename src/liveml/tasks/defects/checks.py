@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from liveml.findings import Findings
+
 SPLITS = ("train", "val", "test")
 CHECKS = ("schema", "box_geometry", "decodable", "class_balance", "label_consistency", "leakage")
 MIN_CLASS_FRACTION = 0.1  # in train, every class holds at least this share of the boxes
@@ -48,28 +50,6 @@ class Labelled:
     boxes: list[tuple[int, list[float], float]] = field(default_factory=list)  # (cat, bbox, area)
 
 
-@dataclass
-class Findings:
-    """Problems found so far, per check, each as (file, message)."""
-
-    data_dir: Path
-    by_check: dict[str, list[tuple[str, str]]] = field(
-        default_factory=lambda: {name: [] for name in CHECKS}
-    )
-
-    def add(self, check: str, rel_file: str, message: str) -> None:
-        self.by_check[check].append((str(self.data_dir / rel_file), message))
-
-    def problems(self) -> list[list[str]]:
-        return [[f, m] for name in CHECKS for f, m in self.by_check[name]]
-
-    def checks(self) -> dict[str, dict]:
-        return {
-            name: {"passed": not found, "failed_files": len({f for f, _ in found})}
-            for name, found in self.by_check.items()
-        }
-
-
 def validate(data_cfg: Any, classes: list[str], data_dir: Path) -> dict:
     """Check the dataset in `data_dir`; return {ok, problems, summary, checks} (JSON-ready)."""
     data_dir = Path(data_dir)
@@ -77,7 +57,7 @@ def validate(data_cfg: Any, classes: list[str], data_dir: Path) -> dict:
         raise FileNotFoundError(
             f"data folder {data_dir} does not exist; fix: generate it (`dvc repro generate`)."
         )
-    findings = Findings(data_dir)
+    findings = Findings(data_dir, CHECKS)
     splits = {
         split: load_split(data_dir, split, classes, _image_size(data_cfg), findings)
         for split in SPLITS

@@ -14,12 +14,13 @@ import json
 import math
 import struct
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from liveml.findings import Findings
 from liveml.tasks.speech.text import DIGITS, normalize
 
 SPLITS = ("train", "val", "test")
@@ -55,28 +56,6 @@ class Clip:
     snr_est_db: float | None = None
 
 
-@dataclass
-class Findings:
-    """Problems found so far, per check, each as (file, message)."""
-
-    data_dir: Path
-    by_check: dict[str, list[tuple[str, str]]] = field(
-        default_factory=lambda: {name: [] for name in CHECKS}
-    )
-
-    def add(self, check: str, rel_file: str, message: str) -> None:
-        self.by_check[check].append((str(self.data_dir / rel_file), message))
-
-    def problems(self) -> list[list[str]]:
-        return [[f, m] for name in CHECKS for f, m in self.by_check[name]]
-
-    def checks(self) -> dict[str, dict]:
-        return {
-            name: {"passed": not found, "failed_files": len({f for f, _ in found})}
-            for name, found in self.by_check.items()
-        }
-
-
 def validate(data: Any, data_dir: Path) -> dict:
     """Check the dataset in `data_dir` against the recipe `data`; return {ok, problems, checks,
     summary, splits, vocabulary, snr_by_condition} (JSON-ready, summaries only)."""
@@ -85,7 +64,7 @@ def validate(data: Any, data_dir: Path) -> dict:
         raise FileNotFoundError(
             f"data folder {data_dir} does not exist; fix: generate it (`dvc repro generate`)."
         )
-    findings = Findings(data_dir)
+    findings = Findings(data_dir, CHECKS)
     recipe = _plain(data)
     check_recipe(recipe, data_dir, findings)
     splits = {split: load_manifest(data_dir, split, recipe, findings) for split in SPLITS}
