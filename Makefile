@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # DVC stage commands call `python`/`liveml`: make them the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv params repro test test-slow lint format lock bench clean-venv
+.PHONY: venv chromium params repro test test-slow lint format lock bench bench-serve serve clean-venv
 
 # The venv is (re)built from the hashed lock whenever the lock changes.
 $(VENV)/.synced: requirements.lock requirements-bootstrap.lock pyproject.toml
@@ -17,6 +17,11 @@ $(VENV)/.synced: requirements.lock requirements-bootstrap.lock pyproject.toml
 
 venv: $(VENV)/.synced
 
+# The browser tests drive Debian's chromium headless; install it when missing (as root, like CI).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 params: venv
 	$(BIN)/liveml params
 
@@ -25,11 +30,11 @@ repro: params
 	$(BIN)/dvc repro
 
 # pytest exits 5 when it collected no tests: that is a failure, not a pass.
-test: venv
+test: venv chromium
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test-slow: venv
+test-slow: venv chromium
 	$(BIN)/pytest -m slow
 
 lint: venv
@@ -47,6 +52,14 @@ lock: venv
 
 bench: venv
 	$(BIN)/python bench/train_overhead.py
+
+bench-serve: venv
+	$(BIN)/python bench/serve.py --task defects
+	$(BIN)/python bench/serve.py --task speech
+
+# Serve the pipeline's exported models (run `make repro` first) on http://127.0.0.1:8000.
+serve: venv
+	$(BIN)/liveml serve
 
 clean-venv:
 	rm -rf $(VENV)

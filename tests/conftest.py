@@ -128,3 +128,12 @@ def tiny_speech_trainable(tiny_project, tiny_speech_cfg, tiny_speech_data_dir) -
     """`tiny_project` with the tiny speech dataset at its `paths.data`."""
     shutil.copytree(tiny_speech_data_dir, tiny_project.path(tiny_speech_cfg().paths.data))
     return tiny_project
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """A git + DVC copy of this repo with tiny recipes, after `dvc repro` of both tasks (about
+    a minute): trained, evaluated and exported models. Copy it before changing it."""
+    from tinyrepo import build
+
+    return build(tmp_path_factory.mktemp("tiny-pipeline") / "repo")

@@ -3,74 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-# Recipes small enough to run both tasks' pipelines end to end in about a minute.
-TINY = {
-    "data/defects.yaml": {"image_size": 64, "n_train": 24, "n_val": 8, "n_test": 8},
-    "model/fcos_tiny.yaml": {"channels": [8, 16, 16, 32], "fpn_channels": 32, "batch_size": 8},
-    "data/speech.yaml": {"n_train": 16, "n_val": 8, "n_test": 8},
-    "model/crnn_ctc.yaml": {"rnn_hidden": 32, "rnn_layers": 1, "batch_size": 8},
-    "trainer/cpu.yaml": {"max_epochs": 2},
-}
-STAGES = ("generate", "validate", "train", "evaluate", "export")
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "WANDB_MODE": "offline"}
-    for var in ("DVC_EXP_BASELINE_REV", "DVC_EXP_NAME", "LIVEML_ROOT"):
-        env.pop(var, None)
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return out
-
-
-def git(repo: Path, *args: str) -> None:
-    run(["git", "-c", "user.email=ci@liveml", "-c", "user.name=ci", *args], repo)
-
-
-def set_values(conf: Path, rel: str, values: dict) -> None:
-    path = conf / rel
-    data = yaml.safe_load(path.read_text())
-    data.update(values)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def ran_stages(out: subprocess.CompletedProcess) -> set[str]:
-    return set(re.findall(r"Running stage '([\w-]+)'", out.stdout))
+from tinyrepo import STAGES, ran_stages, run, set_values
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git repo holding the project's tracked files, with a tiny recipe, after one `dvc repro`."""
+def project(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's own copy of the tiny pipeline repo (its tests edit and re-run it)."""
     root = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = run(["git", "ls-files", "-co", "--exclude-standard"], REPO).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
-    for rel, values in TINY.items():
-        set_values(root / "conf", rel, values)
-    run(["git", "init", "-q", "-b", "main"], root)
-    run(["liveml", "params"], root)
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "tiny project")
-    first = run(["dvc", "repro"], root)
-    (root / "first_repro.log").write_text(first.stdout)
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "first repro")
+    shutil.copytree(tiny_pipeline, root, symlinks=True)
     return root
 
 

@@ -184,6 +184,89 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 # --- entry --------------------------------------------------------------------------------
 
 
+# --- serve --------------------------------------------------------------------------------
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from liveml.serving.config import ServeConfig
+
+    d = ServeConfig.__dataclass_fields__
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="TASK=DIR",
+        help="serve the export folder DIR for TASK (repeatable); default: every task's "
+        "pipeline export (tasks.<task>.paths.export in params.yaml)",
+    )
+    p.add_argument("--runtime", choices=("torch", "onnx"), default=d["runtime"].default)
+    p.add_argument("--host", default=d["host"].default, help="0.0.0.0 to listen on all interfaces")
+    p.add_argument("--port", type=int, default=d["port"].default)
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with the models")
+    p.add_argument("--max-batch", type=int, default=d["max_batch"].default)
+    p.add_argument("--max-wait-ms", type=float, default=d["max_wait_ms"].default)
+    p.add_argument("--queue-size", type=int, default=d["queue_size"].default)
+    p.add_argument("--max-body-mb", type=float, default=d["max_body_bytes"].default / 2**20)
+    p.add_argument("--capture-dir", default=d["capture_dir"].default)
+    p.add_argument(
+        "--capture-sample",
+        type=float,
+        default=d["capture_sample"].default,
+        help="fraction of inputs captured for drift monitoring (0 = off)",
+    )
+    p.add_argument("--capture-max-mb", type=float, default=d["capture_max_bytes"].default / 2**20)
+
+
+@command("serve", "serve the exported models over HTTP (token: $LIVEML_API_TOKEN)", _serve_args)
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from liveml.serving.config import TOKEN_ENV, ServeConfig
+    from liveml.serving.server import run_server
+
+    try:
+        cfg = ServeConfig(
+            models=_served_models(args.model),
+            runtime=args.runtime,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            queue_size=args.queue_size,
+            max_body_bytes=int(args.max_body_mb * 2**20),
+            token=os.environ.get(TOKEN_ENV) or None,
+            capture_dir=args.capture_dir or None,
+            capture_sample=args.capture_sample,
+            capture_max_bytes=int(args.capture_max_mb * 2**20),
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    return run_server(cfg)
+
+
+def _served_models(given: list[str]) -> dict[str, str]:
+    """TASK=DIR pairs, or every pipeline task whose export folder exists."""
+    if given:
+        pairs = [g.partition("=") for g in given]
+        bad = [g for g, (t, eq, d) in zip(given, pairs, strict=True) if not (t and eq and d)]
+        if bad:
+            raise UserError(f"--model {bad[0]!r} is not TASK=DIR; e.g. --model defects=models/d")
+        return {t: d for t, _, d in pairs}
+    import yaml
+
+    project = _project()
+    params = yaml.safe_load(project.params_file.read_text()) if project.params_file.exists() else {}
+    exports = {t: c["paths"]["export"] for t, c in (params or {}).get("tasks", {}).items()}
+    found = {t: str(project.path(p)) for t, p in exports.items() if project.path(p).is_dir()}
+    if not found:
+        raise UserError(
+            f"no exported model in {', '.join(exports.values()) or 'params.yaml'}; fix: run "
+            "`make repro` (or `dvc repro`) first, or pass --model TASK=EXPORT_DIR"
+        )
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liveml",
@@ -203,6 +286,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from liveml.runs import RunNotFoundError
 
     errors: list[type] = [ConfigError, RunNotFoundError, FileNotFoundError, UserError]
+    if "liveml.serving.runtime" in sys.modules:
+        errors.append(sys.modules["liveml.serving.runtime"].ModelLoadError)
     if "liveml.reproduce" in sys.modules:
         errors.append(sys.modules["liveml.reproduce"].DataMismatchError)
     if "liveml.training" in sys.modules:

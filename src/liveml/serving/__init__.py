@@ -1,0 +1,1 @@
+"""Serving: the exported models behind an HTTP API (`liveml serve`)."""

@@ -1,0 +1,118 @@
+"""`liveml serve` as a user runs it: a real process, its flags, its refusals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+LIVEML = str(Path(sys.executable).parent / "liveml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], cwd: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [LIVEML, "serve", "--port", str(port), *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server never became ready")
+
+
+def stop(proc: subprocess.Popen) -> str:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    return out
+
+
+def test_serve_defaults_to_the_pipelines_exports(tiny_pipeline, defect_image_file, tmp_path):
+    proc, url = start(["--runtime", "onnx", "--capture-dir", str(tmp_path / "cap")], tiny_pipeline)
+    try:
+        wait_ready(proc, url)
+        models = requests.get(f"{url}/v1/models").json()["models"]
+        assert {m["task"] for m in models} == {"defects", "speech"}
+        assert {m["runtime"] for m in models} == {"onnx"}
+        r = requests.post(
+            f"{url}/v1/defects",
+            data=defect_image_file.read_bytes(),
+            headers={"Content-Type": "image/png"},
+        )
+        assert r.status_code == 200, r.text
+    finally:
+        out = stop(proc)
+    assert proc.returncode == 0, out
+
+
+def test_workers_and_token_from_the_environment(exports, speech_wav_file, tmp_path):
+    args = ["--model", f"speech={exports['speech']}", "--workers", "2", "--capture-sample", "0"]
+    proc, url = start(args, tmp_path, LIVEML_API_TOKEN="t0ken")
+    try:
+        wait_ready(proc, url)
+        clip = speech_wav_file.read_bytes()
+        headers = {"Content-Type": "audio/wav"}
+        assert requests.post(f"{url}/v1/speech", data=clip, headers=headers).status_code == 401
+        headers["Authorization"] = "Bearer t0ken"
+        replies = [requests.post(f"{url}/v1/speech", data=clip, headers=headers) for _ in range(4)]
+        assert {r.status_code for r in replies} == {200}
+    finally:
+        stop(proc)
+
+
+def test_a_tampered_model_file_stops_the_start_with_the_fix(exports, tmp_path):
+    tampered = shutil.copytree(exports["defects"], tmp_path / "defects")
+    with open(tampered / "model.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")
+    out = subprocess.run(
+        [LIVEML, "serve", "--runtime", "onnx", "--model", f"defects={tampered}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "SHA-256" in out.stderr and "dvc checkout" in out.stderr
+
+
+def test_serve_without_exports_names_the_fix(tmp_path):
+    out = subprocess.run(
+        [LIVEML, "serve", "--model", "defects"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "TASK=DIR" in out.stderr
+    missing = subprocess.run(
+        [LIVEML, "serve", "--model", f"defects={tmp_path}"], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "make repro" in missing.stderr
