@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -33,6 +34,13 @@ class Recorder:
         return [2 * i for i in items]
 
 
+INFER = ThreadPoolExecutor(1, thread_name_prefix="infer")
+
+
+def batcher_of(model, **settings) -> Batcher:
+    return Batcher(model, executor=INFER, **settings)
+
+
 async def _with(batcher: Batcher, body):
     await batcher.start()
     try:
@@ -43,7 +51,7 @@ async def _with(batcher: Batcher, body):
 
 def test_concurrent_items_share_batches_and_get_their_own_results():
     model = Recorder(delay=0.02)
-    batcher = Batcher(model, max_batch=8, max_wait_ms=5, queue_size=64)
+    batcher = batcher_of(model, max_batch=8, max_wait_ms=5, queue_size=64)
 
     async def body():
         return await asyncio.gather(*(batcher.submit(i) for i in range(20)))
@@ -57,7 +65,7 @@ def test_concurrent_items_share_batches_and_get_their_own_results():
 
 def test_a_lone_request_is_not_held_for_max_wait():
     model = Recorder()
-    batcher = Batcher(model, max_batch=8, max_wait_ms=2000, queue_size=8)
+    batcher = batcher_of(model, max_batch=8, max_wait_ms=2000, queue_size=8)
 
     async def body():
         start = time.perf_counter()
@@ -70,7 +78,7 @@ def test_a_lone_request_is_not_held_for_max_wait():
 
 def test_the_worker_waits_for_requests_still_being_decoded():
     model = Recorder()
-    batcher = Batcher(model, max_batch=8, max_wait_ms=500, queue_size=8)
+    batcher = batcher_of(model, max_batch=8, max_wait_ms=500, queue_size=8)
 
     async def body():
         # A request still being decoded while the first is queued joins its batch.
@@ -85,7 +93,7 @@ def test_the_worker_waits_for_requests_still_being_decoded():
 
 def test_keys_never_share_a_model_call():
     model = Recorder()
-    batcher = Batcher(model, max_batch=16, max_wait_ms=0, queue_size=64)
+    batcher = batcher_of(model, max_batch=16, max_wait_ms=0, queue_size=64)
 
     async def body():
         model.gate.clear()  # hold the model so everything queues up behind the first call
@@ -103,7 +111,7 @@ def test_keys_never_share_a_model_call():
 
 def test_one_failing_item_fails_alone():
     model = Recorder()
-    batcher = Batcher(model, max_batch=16, max_wait_ms=0, queue_size=64)
+    batcher = batcher_of(model, max_batch=16, max_wait_ms=0, queue_size=64)
 
     async def body():
         model.gate.clear()
@@ -123,7 +131,7 @@ def test_one_failing_item_fails_alone():
 
 def test_a_full_queue_refuses_at_once():
     model = Recorder()
-    batcher = Batcher(model, max_batch=1, max_wait_ms=0, queue_size=2)
+    batcher = batcher_of(model, max_batch=1, max_wait_ms=0, queue_size=2)
 
     async def body():
         model.gate.clear()
@@ -141,4 +149,4 @@ def test_a_full_queue_refuses_at_once():
 
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="max_batch"):
-        Batcher(Recorder(), max_batch=0, max_wait_ms=0, queue_size=1)
+        batcher_of(Recorder(), max_batch=0, max_wait_ms=0, queue_size=1)

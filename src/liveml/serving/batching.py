@@ -2,10 +2,11 @@
 
 One worker per model takes what is queued (up to `max_batch`), waits up to `max_wait_ms` for
 more only while other requests are still being decoded (so a lone request is not delayed),
-and runs the batch on one inference thread. Items with different keys (e.g. speech clips of
-different lengths) run as separate calls of the same cycle. When a batch call fails, its items
-are retried one by one, so one bad input never fails the others. The queue is bounded: a full
-queue raises `QueueFull` at once (the server answers 503 + Retry-After) instead of growing.
+and runs the batch on the given executor (the server's one inference thread). Items with
+different keys (e.g. speech clips of different lengths) run as separate calls of one cycle.
+When a batch call fails, its items are retried one by one, so one bad input never fails the
+others. The queue is bounded: a full queue raises `QueueFull` at once (the server answers
+503 + Retry-After) instead of growing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 
@@ -32,8 +33,8 @@ class Batcher:
         max_batch: int,
         max_wait_ms: float,
         queue_size: int,
+        executor: Executor,
         on_batch: Callable[[int, float], None] | None = None,
-        name: str = "model",
     ):
         if max_batch < 1 or queue_size < 1 or max_wait_ms < 0:
             raise ValueError(
@@ -49,8 +50,8 @@ class Batcher:
         self._worker: asyncio.Task | None = None
         self._decoding = 0  # requests accepted but not yet submitted
         self._arrived: asyncio.Event | None = None
-        # One inference thread: calls never overlap, torch/ORT use the cores inside a call.
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
+        # The caller's inference thread: calls never overlap, torch/ORT use the cores inside.
+        self._pool = executor
 
     @property
     def depth(self) -> int:
@@ -70,7 +71,6 @@ class Batcher:
             _, _, fut = self._queue.get_nowait()
             if not fut.done():
                 fut.set_exception(QueueFull("server is shutting down"))
-        self._pool.shutdown(wait=True)
 
     @contextlib.contextmanager
     def incoming(self) -> Iterator[None]:
