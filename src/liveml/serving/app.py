@@ -202,16 +202,14 @@ class Server:
         try:
             self.authorize(request)
             predictor, batcher = self.predictor(task)
-            min_score = _min_score(request)
+            options = predictor.options(request.query_params)
             with batcher.incoming():
                 payloads = await self.payloads(request, predictor)
                 prepared = [_decode(predictor, i, n, data) for i, (n, data) in enumerate(payloads)]
             answers = await asyncio.gather(*(batcher.submit(p, p.key) for p in prepared))
             results = []
             for (name, data), answer in zip(payloads, answers, strict=True):
-                if min_score and "detections" in answer:
-                    kept = [d for d in answer["detections"] if d["score"] >= min_score]
-                    answer = {**answer, "detections": kept}
+                answer = predictor.select(answer, options)
                 results.append({"filename": name, **answer})
                 self._capture(predictor, data, answer)
             body = {
@@ -283,23 +281,6 @@ def _decode(predictor: Predictor, index: int, name: str | None, data: bytes):
             raise
         which = f"file {index + 1}" + (f" ({name})" if name else "")
         raise InputError(e.status, e.code, f"{which}: {e.message}") from e
-
-
-def _min_score(request: Request) -> float:
-    raw = request.query_params.get("min_score")
-    if raw is None:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise InputError(
-            400,
-            "bad_parameter",
-            f"min_score={raw!r} is not a number in [0, 1]; fix: ?min_score=0.5",
-        )
-    return value
 
 
 def _too_large(size: int, limit: int) -> InputError:

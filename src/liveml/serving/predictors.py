@@ -5,13 +5,16 @@ preparation, so the server never guesses an input size or a sample rate.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from PIL import Image
 
 from liveml.serving import inputs
 from liveml.serving.runtime import Runtime
+from liveml.tasks.speech.text import greedy_decode
 
 
 @dataclass
@@ -45,6 +48,14 @@ class Predictor:
         """File suffix for a captured input."""
         raise NotImplementedError
 
+    def options(self, query: Mapping[str, str]) -> dict:
+        """The request's query parameters this endpoint takes, checked (InputError if bad)."""
+        return {}
+
+    def select(self, answer: dict, options: dict) -> dict:
+        """The answer as the request's options shape it."""
+        return answer
+
     def warmup_input(self) -> Prepared:
         raise NotImplementedError
 
@@ -73,8 +84,6 @@ class DefectsPredictor(Predictor):
         self.classes = list(runtime.card["classes"])
 
     def decode(self, data: bytes, media_type: str | None) -> Prepared:
-        from PIL import Image
-
         rgb = inputs.decode_image(data, max_pixels=self.limits["max_pixels"])
         h, w = rgb.shape[:2]
         if (h, w) != (self.height, self.width):
@@ -102,6 +111,29 @@ class DefectsPredictor(Predictor):
 
     def suffix_of(self, data: bytes) -> str:
         return "png" if data.startswith(b"\x89PNG") else "jpg"
+
+    def options(self, query: Mapping[str, str]) -> dict:
+        raw = query.get("min_score")
+        if raw is None:
+            return {}
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise inputs.InputError(
+                400,
+                "bad_parameter",
+                f"min_score={raw!r} is not a number in [0, 1]; fix: ?min_score=0.5",
+            )
+        return {"min_score": value}
+
+    def select(self, answer: dict, options: dict) -> dict:
+        min_score = options.get("min_score", 0.0)
+        if not min_score:
+            return answer
+        kept = [d for d in answer["detections"] if d["score"] >= min_score]
+        return {**answer, "detections": kept}
 
     def warmup_input(self) -> Prepared:
         blank = np.zeros((3, self.height, self.width), np.float32)
@@ -135,8 +167,6 @@ class SpeechPredictor(Predictor):
         return Prepared(wave.astype(np.float32), key=len(wave), meta={"duration_s": duration})
 
     def postprocess(self, outputs: tuple[np.ndarray, ...], index: int, meta: dict) -> dict:
-        from liveml.tasks.speech.text import greedy_decode
-
         log_probs, lengths = outputs
         best = log_probs[index, : int(lengths[index])].argmax(-1)
         return {
