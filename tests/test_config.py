@@ -75,8 +75,8 @@ def test_write_params_then_edit_conf_is_detected_as_stale(project: Project):
 
 
 def test_overrides_are_typed_and_interpolated_paths_follow_the_task(project: Project):
-    cfg = compose(["data.capture.brightness=0.7", "seed=3"], project)
-    assert cfg.data.capture.brightness == 0.7 and cfg.seed == 3
+    cfg = compose(["data.brightness=0.7", "seed=3"], project)
+    assert cfg.data.brightness == 0.7 and cfg.seed == 3
     assert cfg.paths.model == "data/defects/model"
 
 
@@ -90,8 +90,8 @@ def test_unknown_key_names_the_key_and_the_allowed_ones(project: Project):
 
 
 def test_bad_value_type_names_the_key(project: Project):
-    with pytest.raises(ConfigError, match=r"data\.capture\.blur"):
-        compose(["data.capture.blur=very"], project)
+    with pytest.raises(ConfigError, match=r"data\.blur"):
+        compose(["data.blur=very"], project)
 
 
 def test_unknown_task_lists_the_allowed_tasks():

@@ -181,6 +181,74 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+# --- compare ------------------------------------------------------------------------------
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids or prefixes (default: all)")
+    p.add_argument("--sweep", metavar="NAME", help="runs of this sweep (name or prefix), or `last`")
+    p.add_argument("--task", help="runs of this task")
+    p.add_argument("--status", help="runs with this status (finished, pruned)")
+    p.add_argument("--sort", metavar="KEY", help="sort by a column: a param or metric key")
+    p.add_argument("--desc", action="store_true", help="sort descending (missing values stay last)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="GLOB",
+        help="show only the metrics matching these globs, e.g. 'val/*' (give RUNs before it)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="show the first N runs after sorting")
+    p.add_argument("--json", action="store_true", help="print the rows (or the diff) as JSON")
+    p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
+    p.add_argument(
+        "--diff",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="show what changed between two runs (code, hyperparameters, data)",
+    )
+
+
+@command("compare", "compare runs: varied params, metrics, diffs; HTML report", _compare_args)
+def cmd_compare(args: argparse.Namespace) -> int:
+    from liveml import compare
+
+    store = _store()
+    try:
+        repo = _project().root
+    except FileNotFoundError:
+        repo = None
+    try:
+        if args.diff:
+            a, b = (compare.load_run(store, ref) for ref in args.diff)
+            diff = compare.diff_runs(a, b, repo=repo)
+            print(
+                json.dumps(compare.json_safe(diff), indent=2)
+                if args.json
+                else compare.format_diff(diff)
+            )
+            return 0
+        if args.limit is not None and args.limit < 1:
+            raise UserError(f"--limit must be at least 1 (got {args.limit})")
+        runs = compare.load_runs(store, args.runs)
+        runs = compare.select(runs, sweep=args.sweep, task=args.task, status=args.status)
+        table = compare.build_table(runs, metrics=args.metrics)
+        if args.sort or args.desc:
+            table = compare.sort_table(table, args.sort or "run", desc=args.desc)
+        if args.limit:
+            table = table.head(args.limit)
+    except compare.CompareError as e:
+        raise UserError(str(e)) from e
+    print(compare.table_json(table) if args.json else compare.format_table(table))
+    if args.html:
+        from liveml.compare_report import write_report
+
+        write_report(args.html, table, repo=repo)
+        print(f"wrote {args.html}", file=sys.stderr)
+    return 0
+
+
 # --- entry --------------------------------------------------------------------------------
 
 

@@ -48,6 +48,8 @@ class TaskConfig:
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
+    strategy: str = "auto"  # "ddp": one process per device (gloo on CPU, NCCL on GPUs)
+    num_nodes: int = 1
     max_epochs: int = 1
     max_steps: int = -1
     precision: str = "32-true"
@@ -69,6 +71,7 @@ class LoggerConfig:
 @dataclass
 class PathsConfig:
     data: str = "data/defects/raw"
+    recipes: str = "data/defects/recipes"  # data of other recipes (sweeps), made on demand
     data_report: str = "metrics/defects_data.json"
     model: str = "data/defects/model"
     checkpoints: str = "checkpoints/defects"

@@ -150,6 +150,16 @@ def fingerprint(code: Mapping, config_view: Mapping, data: Mapping) -> str:
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
+def fingerprint_parts(code: Mapping, config_view: Mapping, data: Mapping) -> dict[str, str]:
+    """sha256 of each of the fingerprint's three inputs: which of code, hyperparameters and
+    data two runs differ in, at a glance (W&B groups and compares by these)."""
+    return {
+        "code": hashlib.sha256(canonical_json(dict(code))).hexdigest(),
+        "config": hashlib.sha256(canonical_json(dict(config_view))).hexdigest(),
+        "data": hashlib.sha256(canonical_json(dict(data))).hexdigest(),
+    }
+
+
 def weights_sha256(state_dict: Mapping[str, Any]) -> str:
     """sha256 over sorted keys, dtype, shape and raw bytes: equal iff the tensors are equal."""
     import torch
@@ -183,7 +193,17 @@ def pipeline_outputs(cfg, project: Project | None = None) -> list[str]:
         params = yaml.safe_load(project.params_file.read_text()) or {}
         tasks = params.get("tasks")
         configs += list(tasks.values()) if isinstance(tasks, Mapping) else []
-    keys = ("data", "data_report", "model", "checkpoints", "metrics", "plots", "export", "runs")
+    keys = (
+        "data",
+        "recipes",
+        "data_report",
+        "model",
+        "checkpoints",
+        "metrics",
+        "plots",
+        "export",
+        "runs",
+    )
     out = list(PIPELINE_WRITTEN)
     for c in configs:
         paths = c["paths"] if isinstance(c, Mapping) else c.paths
@@ -203,13 +223,15 @@ def new_record(cfg, project: Project, data_paths: Iterable[str]) -> dict:
     config = to_dict(cfg) if not isinstance(cfg, dict) else cfg
     code = code_state(project.root, exclude=pipeline_outputs(config, project))
     data = data_hashes(project.root, data_paths)
-    fp = fingerprint(code, fingerprint_view(config), data)
+    view = fingerprint_view(config)
+    fp = fingerprint(code, view, data)
     now = time.time()
     return {
         "run_id": new_run_id(fp, now),
         "task": config["task"]["name"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "fingerprint": fp,
+        "fingerprint_parts": fingerprint_parts(code, view, data),
         "code": code,
         "config": config,
         "data": data,

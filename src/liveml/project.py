@@ -40,3 +40,20 @@ class Project:
         """A config path (relative to the project root) as an absolute path."""
         p = Path(rel)
         return p if p.is_absolute() else self.root / p
+
+    @property
+    def home(self) -> Path:
+        """Where run records and W&B files are kept: the project root, except in a queued DVC
+        experiment, which runs in a throw-away copy under `.dvc/tmp/exps/`; its records go to
+        the repo it was queued from (DVC passes that as $DVC_ROOT), so none is lost."""
+        queued_from = os.environ.get("DVC_ROOT")
+        if queued_from:
+            parent = Path(queued_from).resolve()
+            if self.root != parent and self.root.is_relative_to(parent / ".dvc" / "tmp"):
+                return parent
+        return self.root
+
+    def home_path(self, rel: str | os.PathLike) -> Path:
+        """A path of run records or W&B files (relative to `home`) as an absolute path."""
+        p = Path(rel)
+        return p if p.is_absolute() else self.home / p

@@ -67,6 +67,7 @@ def reproduce(ref: str | os.PathLike, project: Project | None = None, *, tol: fl
     by at most `tol` (default: exactly equal, as deterministic CPU training gives).
     """
     from liveml.runs import RunStore
+    from liveml.sweeps import reproduction
     from liveml.training import train
 
     project = project or Project.find()
@@ -86,7 +87,7 @@ def reproduce(ref: str | os.PathLike, project: Project | None = None, *, tol: fl
             out_dir=Path(tmp) / "model",
             project=project,
             resume=False,
-            sweep=f"reproduce-{record['run_id']}",
+            sweep=reproduction(record["run_id"]),
         )
 
     a, b = record.get("metrics") or {}, new.get("metrics") or {}

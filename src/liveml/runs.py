@@ -32,7 +32,8 @@ class RunStore:
 
     @classmethod
     def for_project(cls, project: Project, cfg=None) -> RunStore:
-        """The store at `cfg.paths.runs`, else params.yaml's `paths.runs`, else `runs/`."""
+        """The store at `cfg.paths.runs`, else params.yaml's `paths.runs`, else `runs/` (under
+        the project's `home`: queued DVC experiments save into the repo they came from)."""
         rel = None
         if cfg is not None:
             paths = cfg["paths"] if isinstance(cfg, Mapping) else cfg.paths
@@ -42,7 +43,7 @@ class RunStore:
 
             params = yaml.safe_load(project.params_file.read_text()) or {}
             rel = (params.get("paths") or {}).get("runs")
-        return cls(project.path(rel or DEFAULT_RUNS))
+        return cls(project.home_path(rel or DEFAULT_RUNS))
 
     def save(self, record: dict, files: Mapping[str, str | os.PathLike] | None = None) -> Path:
         """Write `runs/<run_id>/` with run.json and copies of `files` ({name: source path}).

@@ -23,7 +23,17 @@ from liveml.project import Project
 METRICS_CSV = "metrics.csv"
 WANDB_ID_FILE = "wandb_id"
 # Record fields that go into the W&B run's config next to the resolved config.
-RECORD_FIELDS = ("run_id", "task", "created", "fingerprint", "code", "data", "environment")
+RECORD_FIELDS = (
+    "run_id",
+    "task",
+    "created",
+    "fingerprint",
+    "fingerprint_parts",
+    "code",
+    "data",
+    "environment",
+    "sweep",
+)
 
 
 class MetricsCSVLogger(Logger):
@@ -150,14 +160,15 @@ def open_tracking(
     run_dir: str | os.PathLike,
     *,
     project: Project | None = None,
-    sweep: str | None = None,
     resume: bool = False,
 ) -> Tracking:
     """Start the loggers of one training run; `run_dir` gets metrics.csv (and the W&B id).
 
-    W&B gets the resolved config plus the run record's lineage fields as its config, the run
-    id as its name, and the sweep (if any) as its group. With `resume`, the CSV continues and
-    the W&B run of the same id is resumed, so a killed-and-resumed training is one W&B run.
+    W&B gets the resolved config plus the run record's lineage fields (fingerprint and its
+    parts, sweep) as its config, the run id as its name, and the record's sweep name (if any)
+    as its group, so W&B's grouping and parallel-coordinates views line up a sweep's runs by
+    the keys it varied. With `resume`, the CSV continues and the W&B run of the same id is
+    resumed, so a killed-and-resumed training is one W&B run.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,12 +184,16 @@ def open_tracking(
     from liveml.config import to_dict
 
     project = project or Project.find()
-    wandb_dir = project.path(cfg.logger.dir)
+    wandb_dir = project.home_path(cfg.logger.dir)
     wandb_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / WANDB_ID_FILE
     resumed_id = id_file.read_text().strip() if resume and id_file.is_file() else None
     config = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
     config["lineage"] = {k: record.get(k) for k in RECORD_FIELDS}
+    sweep = record.get("sweep") or {}
+    if sweep:
+        # The keys the sweep varies, at the top level: W&B's parallel coordinates pick them.
+        config["sweep_params"] = dict(sweep.get("overrides") or {})
 
     def start(run_id: str) -> Tracking:
         atomic_write_text(id_file, run_id + "\n")
@@ -188,9 +203,9 @@ def open_tracking(
             id=run_id,
             project=cfg.logger.project,
             entity=cfg.logger.entity,
-            group=sweep,
+            group=sweep.get("name"),
             job_type="train",
-            tags=[str(record.get("task"))],
+            tags=[str(record.get("task")), *([sweep["kind"]] if sweep.get("kind") else [])],
             config=config,
             mode=mode,
         )

@@ -1,8 +1,9 @@
 """Hydra entry point: `python -m liveml.train key=value ...` (add `-m` for a multirun sweep).
 
 Composes the project's conf/ (found from $LIVEML_ROOT or the cwd), checks it, and trains with
-`liveml.training.train` into `<hydra job output dir>/model`. A multirun groups its W&B runs
-under the sweep folder's name.
+`liveml.training.train` into `<hydra job output dir>/model`. Each multirun job gets its own run
+record and W&B run, grouped by the sweep folder (`liveml.sweeps`); the job returns its record,
+which is how a sweeper such as Optuna reads the metric.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ def _job(cfg, project) -> dict:
     from hydra.types import RunMode
 
     from liveml.config import ConfigError, check, to_dict
+    from liveml.sweeps import hydra_sweep
     from liveml.training import train
 
     hc = HydraConfig.get()
     try:
         checked = check(to_dict(cfg), source="the composed config")
     except ConfigError as e:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # the sweeper/launcher reports a failed job; exiting would end the sweep
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    sweep = str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     out_dir = f"{hc.runtime.output_dir}/model"
-    record = train(checked, out_dir=out_dir, project=project, sweep=sweep)
+    record = train(checked, out_dir=out_dir, project=project, sweep=hydra_sweep(project))
     print(
-        f"trained run {record['run_id']} (fingerprint {record['fingerprint'][:16]}) -> {out_dir}; "
-        f"metrics: {record['metrics']}"
+        f"trained run {record['run_id']} (fingerprint {record['fingerprint'][:16]}, "
+        f"{record.get('status')}) -> {out_dir}; metrics: {record['metrics']}"
     )
     return record
 
@@ -47,8 +50,8 @@ def main() -> None:
 
     # Hydra needs the config folder when decorating; it is only known once the project is.
     @hydra.main(config_path=str(project.conf_dir), config_name=RUN_CONFIG, version_base="1.3")
-    def run(cfg) -> None:
-        _job(cfg, project)
+    def run(cfg) -> dict:
+        return _job(cfg, project)  # a sweeper (Optuna) reads the metrics from the record
 
     run()
 

@@ -46,19 +46,24 @@ def train(
     *,
     project: Project | None = None,
     resume: bool = True,
-    sweep: str | None = None,
+    sweep: dict | None = None,
 ) -> dict:
-    """Train the task's model on `paths.data`; write the model folder; return the run record.
+    """Train the task's model on its recipe's data; write the model folder; return the record.
 
     `out_dir` defaults to `paths.model`. With `resume`, an epoch checkpoint of the same
-    fingerprint is continued; without it, such checkpoints are discarded first.
+    fingerprint is continued; without it, such checkpoints are discarded first. `sweep` says
+    which sweep the run belongs to (see `liveml.sweeps`); a DVC experiment is detected itself.
+    Under DDP only global rank 0 tracks and saves; the other processes train and return.
     """
     import yaml
 
     from liveml.atomic import atomic_dir, atomic_write_json
     from liveml.config import check, to_dict
+    from liveml.datasets import dataset_for
     from liveml.lineage import new_record, weights_sha256
+    from liveml.pruning import callbacks_from_env
     from liveml.runs import RunStore
+    from liveml.sweeps import dvc_experiment
     from liveml.tasks import get_task
     from liveml.tracking import open_tracking
 
@@ -66,11 +71,15 @@ def train(
     cfg = check(to_dict(cfg) if not isinstance(cfg, dict) else cfg)
     project = project or Project.find()
     task = get_task(cfg.task.name)
-    data_dir = project.path(cfg.paths.data)
-    record = new_record(cfg, project, [cfg.paths.data])
+    data_rel = dataset_for(cfg, project)
+    data_dir = project.path(data_rel)
+    record = new_record(cfg, project, [data_rel])
     fp = record["fingerprint"]
     work = project.path(cfg.paths.checkpoints) / fp[:16]
     out = Path(out_dir) if out_dir is not None else project.path(cfg.paths.model)
+    extra = callbacks_from_env()
+    if global_rank(cfg) != 0:
+        return _train_follower(cfg, task, data_dir, record, work, extra)
 
     with _exclusive(work), _deterministic(cfg):
         start = _resume_point(work, fp) if resume else None
@@ -85,10 +94,10 @@ def train(
                 f"({start['epochs_done']} epoch(s) done, step {start['global_step']})"
             )
         record["resumed_from"] = start
-        record["sweep"] = sweep
+        record["sweep"] = sweep or dvc_experiment()
 
         resumed = start is not None
-        with open_tracking(cfg, record, work, project=project, sweep=sweep, resume=resumed) as tr:
+        with open_tracking(cfg, record, work, project=project, resume=resumed) as tr:
             if resumed:
                 tr.csv.truncate(start["epochs_done"] - 1)
             record["wandb"] = tr.info()
@@ -96,16 +105,13 @@ def train(
 
             dm = task.datamodule(cfg, data_dir)
             module = task.module(cfg)
-            trainer = _trainer(cfg, work, fp, record["run_id"], tr.loggers)
+            trainer = _trainer(cfg, work, fp, record["run_id"], tr.loggers, extra)
             fit_start = time.perf_counter()
-            with warnings.catch_warnings():
-                # The folder holds this run's own lineage files and, on resume, checkpoints.
-                warnings.filterwarnings("ignore", message="Checkpoint directory .* not empty")
-                trainer.fit(module, datamodule=dm, ckpt_path=start["path"] if start else None)
+            _fit(trainer, module, dm, start)
             # Wall time of this process's fit (after a resume: the remaining epochs only).
             record["train_seconds"] = round(time.perf_counter() - fit_start, 2)
-            if trainer.interrupted or trainer.state.status != "finished":
-                raise RuntimeError(f"training stopped early ({trainer.state.status})")
+            record["status"] = _status(trainer, extra)
+            record["world_size"] = int(trainer.world_size)
 
             state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
             record["metrics"] = _final_metrics(trainer, tr.csv.rows)
@@ -131,6 +137,42 @@ def train(
         # The run is complete and stored: its checkpoints would only resume a finished run.
         _clear(work, remove=True)
     return record
+
+
+def global_rank(cfg) -> int:
+    """This process's rank in a DDP run, from the variables launchers set (0 when alone):
+    torchrun's RANK, SLURM's SLURM_PROCID, else Lightning's NODE_RANK and LOCAL_RANK."""
+    env = os.environ
+    for var in ("RANK", "SLURM_PROCID"):
+        if env.get(var, "").isdigit():
+            return int(env[var])
+    devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+    return int(env.get("NODE_RANK", 0)) * devices + int(env.get("LOCAL_RANK", 0))
+
+
+def _train_follower(cfg, task, data_dir: Path, record: dict, work: Path, extra: list) -> dict:
+    """A DDP process other than rank 0: the same fit (same checkpoint to resume), no lock,
+    no tracking, no saving; rank 0 owns those."""
+    with _deterministic(cfg):
+        start = _resume_point(work, record["fingerprint"])
+        trainer = _trainer(cfg, work, record["fingerprint"], record["run_id"], [], extra)
+        _fit(trainer, task.module(cfg), task.datamodule(cfg, data_dir), start)
+    record["status"] = _status(trainer, extra)
+    return record
+
+
+def _fit(trainer, module, dm, start: dict | None) -> None:
+    with warnings.catch_warnings():
+        # The folder holds this run's own lineage files and, on resume, checkpoints.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* not empty")
+        trainer.fit(module, datamodule=dm, ckpt_path=start["path"] if start else None)
+    if trainer.interrupted or trainer.state.status != "finished":
+        raise RuntimeError(f"training stopped early ({trainer.state.status})")
+
+
+def _status(trainer, extra: list) -> str:
+    """ "finished", or why a callback stopped the run early (e.g. "pruned" by an Optuna trial)."""
+    return next((cb.run_status for cb in extra if getattr(cb, "run_status", None)), "finished")
 
 
 def load_trained(model_dir: str | os.PathLike, *, check_hash: bool = True) -> tuple[Any, dict]:
@@ -160,7 +202,7 @@ def load_trained(model_dir: str | os.PathLike, *, check_hash: bool = True) -> tu
     return module.eval(), record
 
 
-def _trainer(cfg, work: Path, fp: str, run_id: str, loggers: list):
+def _trainer(cfg, work: Path, fp: str, run_id: str, loggers: list, extra: list):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -179,6 +221,10 @@ def _trainer(cfg, work: Path, fp: str, run_id: str, loggers: list):
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        # liveml's samplers shard themselves (liveml.sampling.shard), keeping the epoch order.
+        use_distributed_sampler=False,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         precision=t.precision,
@@ -186,7 +232,7 @@ def _trainer(cfg, work: Path, fp: str, run_id: str, loggers: list):
         log_every_n_steps=t.log_every_n_steps,
         limit_val_batches=t.limit_val_batches,
         logger=loggers,
-        callbacks=[checkpoint, _Lineage(fp, run_id, int(cfg.seed))],
+        callbacks=[checkpoint, _Lineage(fp, run_id, int(cfg.seed)), *extra],
         default_root_dir=work,
         enable_progress_bar=True,
     )
@@ -274,21 +320,17 @@ def _deterministic(cfg) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-@contextlib.contextmanager
-def _exclusive(work: Path) -> Iterator[None]:
+def _exclusive(work: Path):
     """One process per checkpoint folder: two trainings of one fingerprint would clobber it."""
-    import fcntl
+    from liveml.locks import exclusive
 
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ResumeError(
-                f"another process is training the same run (checkpoints in {work}); wait for "
-                "it to finish, or stop it."
-            ) from None
-        yield  # the kernel drops the lock when the process dies, so a kill never leaves it
+    return exclusive(
+        work / ".lock",
+        busy=ResumeError(
+            f"another process is training the same run (checkpoints in {work}); wait for "
+            "it to finish, or stop it."
+        ),
+    )
 
 
 def _clear(work: Path, remove: bool = False) -> None:

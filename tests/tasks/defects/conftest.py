@@ -4,7 +4,7 @@
 - `tiny_data_cfg`: the tiny recipe (64 px photos, 24/8/8 images) as a typed DictConfig.
 - `tiny_recipe(overrides=None)`: a callable fixture: that recipe with dotted-key overrides.
 - `make_defects_data(out_dir, overrides=None)`: generate the tiny recipe, changed by dotted
-  `overrides` such as {"seed": 1, "capture.brightness": 0.7}, into `out_dir`; returns it.
+  `overrides` such as {"seed": 1, "brightness": 0.7}, into `out_dir`; returns it.
 - `tiny_defects_data`: a private copy of the tiny dataset in tmp_path (generated once per
   session, copied per test, so a test may corrupt its copy freely); returns its folder.
 """

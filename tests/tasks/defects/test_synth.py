@@ -88,10 +88,10 @@ def test_accepts_dataclass_and_rejects_unknown_class(tiny_recipe, tmp_path):
 # Capture effects off, so that a photo differs from its defect-free twin only by its defects.
 CLEAN = {
     "image_size": 96,
-    "capture.noise": 0.0,
-    "capture.blur": 0.0,
-    "capture.glare": 0.0,
-    "capture.brightness_jitter": 0.0,
+    "noise": 0.0,
+    "blur": 0.0,
+    "glare": 0.0,
+    "brightness_jitter": 0.0,
 }
 
 
@@ -124,7 +124,7 @@ def mean_luminance(recipe, classes, n=10) -> float:
 
 def test_brightness_knob_darkens_photos(tiny_recipe, defects_classes):
     normal = mean_luminance(as_recipe(tiny_recipe()), defects_classes)
-    dark = mean_luminance(as_recipe(tiny_recipe({"capture.brightness": 0.7})), defects_classes)
+    dark = mean_luminance(as_recipe(tiny_recipe({"brightness": 0.7})), defects_classes)
     assert dark < 0.8 * normal
 
 
@@ -138,6 +138,6 @@ def scratch_lengths(recipe, classes, n=30) -> list[float]:
 
 def test_scratch_length_knob_lengthens_scratches(tiny_recipe, defects_classes):
     base = scratch_lengths(as_recipe(tiny_recipe({"image_size": 96})), defects_classes)
-    longer = as_recipe(tiny_recipe({"image_size": 96, "capture.scratch_length": 0.6}))
+    longer = as_recipe(tiny_recipe({"image_size": 96, "scratch_length": 0.6}))
     assert np.mean(scratch_lengths(longer, defects_classes)) > 1.4 * np.mean(base)
     assert np.mean(base) == pytest.approx(0.35 * 96, rel=0.25)  # box diagonal ~ scratch length

@@ -6,9 +6,17 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class CaptureConfig:
-    """Capture conditions of the phone-screen photos: what drifts in production."""
+class DefectsDataConfig:
+    """The recipe of the synthetic photos. The capture conditions (brightness ... angle) are
+    what drifts in production; they sit at the top of `data` so a sweep reads
+    `data.brightness=0.5,1.0`."""
 
+    seed: int = 0
+    image_size: int = 160
+    n_train: int = 1200
+    n_val: int = 200
+    n_test: int = 300
+    max_defects: int = 3
     brightness: float = 1.0  # multiplier on the screen's luminance (0.7 = 30% darker)
     brightness_jitter: float = 0.15  # per-image relative spread around `brightness`
     scratch_length: float = 0.35  # mean scratch length as a fraction of the image side
@@ -16,17 +24,6 @@ class CaptureConfig:
     noise: float = 0.02  # camera noise std as a fraction of full scale
     glare: float = 0.3  # probability of a glare patch on an image
     angle: float = 4.0  # max camera roll in degrees
-
-
-@dataclass
-class DefectsDataConfig:
-    seed: int = 0
-    image_size: int = 160
-    n_train: int = 1200
-    n_val: int = 200
-    n_test: int = 300
-    max_defects: int = 3
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
 
 
 @dataclass

@@ -173,7 +173,8 @@ def render_photo(
     recipe: DefectsDataConfig, classes: list[str], rng: np.random.Generator, index: int = 0
 ) -> tuple[np.ndarray, Capture, list[tuple[int, Box]]]:
     """One uint8 RGB photo, its capture conditions and its (category_id, box) labels."""
-    size, cap = recipe.image_size, recipe.capture
+    # The recipe itself holds the capture conditions (brightness, blur, ..., angle).
+    size, cap = recipe.image_size, recipe
     angle = float(rng.uniform(-cap.angle, cap.angle))
     canvas = _canvas_side(size, angle)
     offset = (canvas - size) // 2  # the photo is the centred size x size crop of the canvas

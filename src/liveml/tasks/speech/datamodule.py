@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from liveml.sampling import EpochSampler, mix_seed
+from liveml.sampling import EpochSampler, mix_seed, shard, shard_len
 from liveml.tasks.speech.text import encode
 
 SPLITS = ("train", "val", "test")
@@ -137,7 +137,8 @@ class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
 
     The epoch's shuffled order is cut into pools of `pool` batches, each pool is sorted by
     length and cut into batches, and the batches are shuffled; all seeded by (seed, epoch).
-    Lightning finds `self.sampler` and calls its `set_epoch` before every epoch.
+    Lightning finds `self.sampler` and calls its `set_epoch` before every epoch. Under DDP each
+    process takes its `shard` of the batches.
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
         # A generator: the epoch is read at the first batch, not when the DataLoader makes its
         # iterator; Lightning does the latter before `set_epoch` when it resumes a run.
         epoch = self.sampler.epoch
-        for b in self.batches(epoch):
+        for b in shard(self.batches(epoch)):
             yield [(epoch, i) for i in b]
 
     def __len__(self) -> int:
@@ -182,8 +183,8 @@ class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
         step = bs * self.pool
         full, rest = divmod(n, step)
         if self.drop_last:
-            return full * self.pool + rest // bs
-        return full * self.pool + -(-rest // bs)
+            return shard_len(full * self.pool + rest // bs)
+        return shard_len(full * self.pool + -(-rest // bs))
 
 
 class SpeechDataModule(L.LightningDataModule):
