@@ -81,3 +81,28 @@ def test_concurrent_saves_lose_nothing(tmp_path):
         rec = store.get(run_id)
         assert rec["run_id"] == run_id and len(rec["payload"]) == 50_000
     assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def _save_with_log(args) -> str:
+    root, i, log = args
+    rec = record("20261124-153012-ab12cd34", worker=i, sweep={"name": "s", "job": i})
+    RunStore(root).save(rec, files={"metrics.csv": log})
+    return rec["run_id"]
+
+
+def test_readers_never_see_a_half_written_run_while_8_jobs_save(tmp_path):
+    """What `liveml compare` sees while a sweep's 8 jobs finish at once: whole runs only."""
+    root = tmp_path / "runs"
+    log = tmp_path / "metrics.csv"
+    log.write_text("step,epoch,val/map\n" + "".join(f"{s},0,0.5\n" for s in range(20_000)))
+    with mp.get_context("fork").Pool(8) as pool:
+        pending = pool.map_async(_save_with_log, [(root, i, log) for i in range(8)])
+        reads = 0
+        while not pending.ready():
+            reads += 1
+            for r in RunStore(root).list():  # every listed run is whole: record and metric log
+                assert r["sweep"]["name"] == "s"
+                assert (root / r["run_id"] / "metrics.csv").stat().st_size == log.stat().st_size
+        ids = pending.get()
+    assert reads > 0  # the store was read while the writers were busy
+    assert len(set(ids)) == 8 and len(RunStore(root).list()) == 8
