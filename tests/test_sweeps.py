@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 from PIL import Image
 
@@ -169,8 +168,7 @@ def test_data_recipe_sweep_trains_each_job_on_its_own_data(tiny_trainable, tiny_
     assert luminance(dark_dir) < 0.7 * luminance(tiny_trainable.path("data/defects/raw"))
 
 
-@pytest.mark.parametrize("bad", ["model.lr=fast", "data.brightnes=0.5"])
-def test_bad_override_names_the_key(tiny_trainable, tiny_overrides, bad):
-    out = multirun(tiny_trainable, *tiny_overrides, *ONE_EPOCH, bad, check=False)
+def test_a_misspelt_key_names_the_key(tiny_trainable, tiny_overrides):
+    out = multirun(tiny_trainable, *tiny_overrides, *ONE_EPOCH, "data.brightnes=0.5", check=False)
     assert out.returncode != 0
-    assert bad.split("=")[0].split(".")[-1] in out.stderr
+    assert "data.brightnes" in out.stderr
