@@ -52,6 +52,8 @@ lock: venv
 
 bench: venv
 	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/sweep.py --epochs 8 --n-train 320
+	$(BIN)/python bench/compare.py
 
 bench-serve: venv
 	$(BIN)/python bench/serve.py --task defects
