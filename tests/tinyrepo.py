@@ -27,8 +27,9 @@ TINY = {
     "data/speech.yaml": {"n_train": 16, "n_val": 8, "n_test": 8},
     "model/crnn_ctc.yaml": {"rnn_hidden": 32, "rnn_layers": 1, "batch_size": 8},
     "trainer/cpu.yaml": {"max_epochs": 2},
+    "monitor/default.yaml": {"reference_size": 60, "permutations": 199},
 }
-STAGES = ("generate", "validate", "train", "evaluate", "export")
+STAGES = ("generate", "validate", "train", "evaluate", "export", "reference")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

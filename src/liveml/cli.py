@@ -92,16 +92,29 @@ def _lineage_args(p: argparse.ArgumentParser) -> None:
 
 @command("lineage", "show what a model was made from: code, config, data, env", _lineage_args)
 def cmd_lineage(args: argparse.Namespace) -> int:
-    record = _store().get(args.ref)
+    store = _store()
+    record = store.get(args.ref)
     if args.json:
         print(json.dumps(record, indent=2))
     else:
-        print(summarize(record))
+        print(summarize(record, trigger=_retrain_of(store, record.get("run_id"))))
     return 0
 
 
-def summarize(record: dict) -> str:
-    """A human-readable summary of a run record."""
+def _retrain_of(store, run_id: str | None) -> dict | None:
+    """The `retrain` record whose challenger is run `run_id`: the drift that caused the model."""
+    if run_id is None or not store.path.is_dir():
+        return None
+    for rid in reversed(store.ids()):
+        if "-retrain-" in rid:
+            found = store.get(rid).get("retrain") or {}
+            if (found.get("challenger") or {}).get("run_id") == run_id:
+                return {**found, "run_id": rid}
+    return None
+
+
+def summarize(record: dict, trigger: dict | None = None) -> str:
+    """A human-readable summary of a run record (and of the drift that led to it, if any)."""
     code = record.get("code") or {}
     env = record.get("environment") or {}
     wandb = record.get("wandb") or {}
@@ -128,6 +141,15 @@ def summarize(record: dict) -> str:
         shown = f"{v:.6g}" if isinstance(v, float) else v
         lines.append(f"metric       {k} = {shown}")
     lines.append(f"weights      sha256 {record.get('weights_sha256')}")
+    if trigger:
+        report = trigger["drift_report"]
+        lines += [
+            f"retrained    after drift in {', '.join(report['drifted'])} (windows "
+            f"{report['windows']}, report {report['summary']})",
+            f"feedback     {trigger['feedback_version']} ({trigger['feedback_counts']['train']} "
+            f"labelled inputs for training); {trigger['decision']}: {trigger['reason']}",
+            f"             retrain record {trigger['run_id']}, experiment {trigger['experiment']}",
+        ]
     if wandb.get("id"):
         lines.append(f"wandb        {wandb.get('id')} ({wandb.get('mode')}) {wandb.get('dir')}")
     return "\n".join(lines)
@@ -283,6 +305,14 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="fraction of inputs captured for drift monitoring (0 = off)",
     )
     p.add_argument("--capture-max-mb", type=float, default=d["capture_max_bytes"].default / 2**20)
+    p.add_argument(
+        "--reload-every",
+        type=float,
+        default=d["reload_s"].default,
+        metavar="SECONDS",
+        help="hot reload: check the export folders this often and swap in a changed model "
+        "(a promoted challenger) without a restart; 0 = off",
+    )
 
 
 @command("serve", "serve the exported models over HTTP (token: $LIVEML_API_TOKEN)", _serve_args)
@@ -307,6 +337,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             capture_dir=args.capture_dir or None,
             capture_sample=args.capture_sample,
             capture_max_bytes=int(args.capture_max_mb * 2**20),
+            reload_s=args.reload_every,
         )
     except ValueError as e:
         raise UserError(str(e)) from e
@@ -333,6 +364,92 @@ def _served_models(given: list[str]) -> dict[str, str]:
             "`make repro` (or `dvc repro`) first, or pass --model TASK=EXPORT_DIR"
         )
     return found
+
+
+# --- monitor --------------------------------------------------------------------------------
+
+
+def _monitor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", help="the task whose served model's inputs to check")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--captures", help="the server's capture folder (default: captures)")
+    src.add_argument("--inputs", help="any folder of input files (time order: file mtime)")
+    p.add_argument("--window", type=int, help="inputs per window (default: monitor.window)")
+    p.add_argument("--every", help="windows by capture time instead, e.g. 1h, 30m, 1d")
+    p.add_argument("--alpha", type=float, help="per-window false-alarm rate (monitor.alpha)")
+    p.add_argument("--out", help="report folder (default: <paths.monitoring>/<UTC time>)")
+    p.add_argument("--no-html", action="store_true", help="JSON reports only")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="after K drifted windows in a row: label, add a data version, retrain, compare, "
+        "promote (needs git + DVC and --labels)",
+    )
+    p.add_argument(
+        "--labels",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="ground truth: a dataset folder made by the task's generator (repeatable)",
+    )
+    p.add_argument("--consecutive", type=int, help="K for --retrain (monitor.consecutive)")
+    p.add_argument("--margin", type=float, help="allowed loss on the original test set")
+
+
+@command(
+    "monitor",
+    "check the served model's inputs for drift (exit 1: drift); --retrain closes the loop",
+    _monitor_args,
+)
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from liveml.config import load_params
+    from liveml.monitor import MonitorError, monitor, write_reports
+
+    project = _project()
+    cfg = load_params(args.task, project)
+    for key in ("alpha", "consecutive", "margin"):
+        if getattr(args, key) is not None:
+            cfg.monitor[key] = getattr(args, key)
+    if args.retrain and not args.labels:
+        raise UserError("--retrain needs --labels DIR (where the inputs' ground truth is)")
+    source = Path(args.inputs or args.captures or project.path("captures"))
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else project.path(cfg.paths.monitoring) / stamp
+    after = None
+    if args.retrain:
+        from liveml.retrain import last_consumed
+
+        after = last_consumed(project.path(cfg.paths.feedback))
+    try:
+        result = monitor(cfg, project, source, window=args.window, every=args.every, after=after)
+        s = result.summary
+        if args.retrain:
+            write_reports(result, out, html=False)  # the version's provenance points at it
+            if s["persistent"]:
+                from liveml.retrain import retrain
+
+                s["retrain"] = retrain(cfg, project, result, [Path(p) for p in args.labels], out)
+            else:
+                s["retrain"] = {
+                    "decision": "skipped",
+                    "reason": f"{s['trailing_run']} drifted window(s) in a row at the end, "
+                    f"fewer than monitor.consecutive={cfg.monitor.consecutive}",
+                }
+        write_reports(result, out, html=not args.no_html)
+    except MonitorError as e:
+        raise UserError(str(e)) from e
+    for w in s["windows"]:
+        verdict = "DRIFT " + ", ".join(w["drifted"]) if w["drift"] else "ok"
+        print(f"window {w['index']:>3}  {w['n']:>5} inputs  {w['start'][:19]}  {verdict}")
+    if not s["windows"]:
+        print(f"no full window yet ({s['inputs']} inputs under {source})")
+    if s["retrain"]:
+        print(f"retrain: {s['retrain']['decision']}: {s['retrain']['reason']}")
+    print(f"reports: {out}")
+    return 1 if s["drift"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,7 +78,24 @@ class PathsConfig:
     metrics: str = "metrics/defects.json"
     plots: str = "metrics/defects_plots"
     export: str = "data/defects/export"
+    reference: str = "data/defects/reference"  # reference profile of the inputs (drift)
+    feedback: str = "feedback/defects"  # labelled production inputs, one DVC folder per version
+    monitoring: str = "monitoring/defects"  # `liveml monitor` reports
     runs: str = "runs"
+
+
+@dataclass
+class MonitorConfig:
+    """Drift monitoring and automated retraining (`liveml monitor`); never in the fingerprint."""
+
+    reference_size: int = 1000
+    window: int = 200
+    every: str | None = None  # "1h": windows by capture time instead of by count
+    alpha: float = 0.05
+    permutations: int = 500
+    consecutive: int = 3
+    holdout: float = 0.3
+    margin: float = 0.02
 
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -107,6 +124,7 @@ def root_schema(task: str) -> type:
             ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
             ("logger", LoggerConfig, field(default_factory=LoggerConfig)),
             ("paths", PathsConfig, field(default_factory=PathsConfig)),
+            ("monitor", MonitorConfig, field(default_factory=MonitorConfig)),
         ],
     )
 
@@ -141,7 +159,28 @@ def check(cfg: Any, source: str = "the config"):
             f"{source}: `logger.mode` is {merged.logger.mode!r}; allowed: "
             f"{', '.join(WANDB_MODES)}. Fix conf/logger/ or override `logger.mode=offline`."
         )
+    _check_monitor(merged.monitor, source)
     return merged
+
+
+def _check_monitor(m, source: str) -> None:
+    problems = [
+        f"`monitor.{key}` is {getattr(m, key)!r} ({rule})"
+        for key, ok, rule in (
+            ("reference_size", m.reference_size >= 10, "at least 10"),
+            ("window", m.window >= 2, "at least 2"),
+            ("alpha", 0 < m.alpha < 1, "between 0 and 1"),
+            ("permutations", m.permutations >= 19, "at least 19"),
+            ("consecutive", m.consecutive >= 1, "at least 1"),
+            ("holdout", 0 < m.holdout < 1, "between 0 and 1"),
+            ("margin", m.margin >= 0, "0 or more"),
+        )
+        if not ok
+    ]
+    if problems:
+        raise ConfigError(
+            f"{source}: " + "; ".join(problems) + ". Fix conf/monitor/ or the override."
+        )
 
 
 def _allowed_keys(schema, parent: str) -> list[str]:

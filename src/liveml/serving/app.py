@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +30,7 @@ from liveml.serving.config import ServeConfig
 from liveml.serving.inputs import InputError, check_media_type
 from liveml.serving.metrics import ServerMetrics
 from liveml.serving.predictors import Predictor, build_predictor
-from liveml.serving.runtime import load_runtime
+from liveml.serving.runtime import CARD, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class Server:
         self.metrics = ServerMetrics()
         self.predictors: dict[str, Predictor] = {}
         self.batchers: dict[str, Batcher] = {}
+        self.stamps: dict[str, str] = {}  # task -> hash of the loaded model's card
         self.ready = False
         self.load_error: str | None = None
         # Every model call (load, warm-up, batches) runs on this one thread: torch's OpenMP
@@ -83,28 +86,79 @@ class Server:
         loop = asyncio.get_running_loop()
         try:
             for task, export_dir in self.cfg.models.items():
+                stamp = _card_stamp(export_dir)
                 predictor = await loop.run_in_executor(self.infer, self._load_one, task, export_dir)
-                self.predictors[task] = predictor
-                batcher = Batcher(
-                    predictor.run,
-                    max_batch=self.cfg.max_batch,
-                    max_wait_ms=self.cfg.max_wait_ms,
-                    queue_size=self.cfg.queue_size,
-                    executor=self.infer,
-                    on_batch=self._observer(task),
-                )
-                await batcher.start()
-                self.batchers[task] = batcher
-                ident = predictor.runtime.identity
-                self.metrics.info.labels(
-                    task, ident["name"], ident["fingerprint"], ident["runtime"]
-                ).set(1)
-                self.metrics.queue_depth.labels(task).set_function(lambda b=batcher: b.depth)
-                log.info("serving %s: %s (%s)", task, ident["name"], ident["runtime"])
+                await self._install(task, predictor, stamp)
             self.ready = True
         except Exception as e:
             self.load_error = str(e)
             log.error("model loading failed: %s", e)
+            return
+        if self.cfg.reload_s > 0:
+            await self.watch()
+
+    async def watch(self) -> None:
+        """Hot reload: every `reload_s`, a model whose card changed (a promoted challenger,
+        `dvc checkout` of another version) is loaded and swapped in; a broken export is logged
+        and the old model keeps serving."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.cfg.reload_s)
+            for task, export_dir in self.cfg.models.items():
+                try:
+                    stamp = _card_stamp(export_dir)
+                except OSError:
+                    continue  # mid-swap (atomic folder rename): look again next time
+                if stamp == self.stamps.get(task):
+                    continue
+                self.stamps[task] = stamp  # a broken export is tried once, not every tick
+                try:
+                    predictor = await loop.run_in_executor(
+                        self.infer, self._load_one, task, export_dir
+                    )
+                except Exception as e:
+                    log.error("reloading %s failed; still serving the old model: %s", task, e)
+                    self.metrics.reloads.labels(task, "failed").inc()
+                    continue
+                await self._install(task, predictor, stamp)
+                self.metrics.reloads.labels(task, "ok").inc()
+
+    async def _install(self, task: str, predictor: Predictor, stamp: str) -> None:
+        """Serve `predictor` for `task`: new requests go to it at once, the model it replaces
+        finishes what is already queued, then its batcher stops."""
+        batcher = Batcher(
+            predictor.run,
+            max_batch=self.cfg.max_batch,
+            max_wait_ms=self.cfg.max_wait_ms,
+            queue_size=self.cfg.queue_size,
+            executor=self.infer,
+            on_batch=self._observer(task),
+        )
+        await batcher.start()
+        old = self.predictors.get(task), self.batchers.get(task)
+        self.predictors[task], self.batchers[task] = predictor, batcher
+        self.stamps[task] = stamp
+        ident = predictor.runtime.identity
+        self.metrics.info.labels(task, ident["name"], ident["fingerprint"], ident["runtime"]).set(1)
+        self.metrics.queue_depth.labels(task).set_function(lambda b=batcher: b.depth)
+        log.info("serving %s: %s (%s)", task, ident["name"], ident["runtime"])
+        old_predictor, old_batcher = old
+        if old_batcher is not None:
+            for _ in range(1000):  # up to 10 s for the queued requests of the old model
+                if not old_batcher.depth:
+                    break
+                await asyncio.sleep(0.01)
+            await old_batcher.stop()
+        if old_predictor is not None:
+            was = old_predictor.runtime.identity
+            if (was["name"], was["fingerprint"], was["runtime"]) != (
+                ident["name"],
+                ident["fingerprint"],
+                ident["runtime"],
+            ):
+                self.metrics.info.labels(task, was["name"], was["fingerprint"], was["runtime"]).set(
+                    0
+                )
 
     def _load_one(self, task: str, export_dir: str) -> Predictor:
         runtime = load_runtime(export_dir, self.cfg.runtime)
@@ -271,6 +325,11 @@ class Server:
                 for task, p in self.predictors.items()
             ]
         }
+
+
+def _card_stamp(export_dir: str) -> str:
+    """What identifies an export folder's model: the hash of its card (which hashes the files)."""
+    return hashlib.sha256((Path(export_dir) / CARD).read_bytes()).hexdigest()
 
 
 def _decode(predictor: Predictor, index: int, name: str | None, data: bytes):

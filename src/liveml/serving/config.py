@@ -37,6 +37,8 @@ class ServeConfig:
     capture_dir: str | None = "captures"
     capture_sample: float = 0.1
     capture_max_bytes: int = 256 * 1024 * 1024
+    # Hot reload: seconds between checks of the export folders' model cards; 0 = never.
+    reload_s: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -47,6 +49,8 @@ class ServeConfig:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms={self.max_wait_ms} (must be >= 0)")
+        if self.reload_s < 0:
+            problems.append(f"reload_s={self.reload_s} (must be >= 0; 0 turns reload off)")
         if not 0 <= self.capture_sample <= 1:
             problems.append(f"capture_sample={self.capture_sample} (must be in [0, 1])")
         if not self.models:

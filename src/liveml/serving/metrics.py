@@ -51,6 +51,12 @@ class ServerMetrics:
         self.captured = Counter(
             "liveml_captured_inputs", "Inputs queued for the capture folder", ["model"], registry=r
         )
+        self.reloads = Counter(
+            "liveml_model_reloads",
+            "Hot reloads of a model whose export changed, by outcome (ok, failed)",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.info = Gauge(
             "liveml_model_info",
             "The served model (value 1): name, fingerprint, runtime",

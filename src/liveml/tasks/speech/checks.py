@@ -167,7 +167,11 @@ def load_manifest(data_dir: Path, split: str, recipe: dict, findings: Findings):
         clips.append(
             Clip(split, entry["file"], entry["text"], entry["voice"], entry["duration_s"], entry)
         )
+    from liveml.tasks.speech.feedback import merged_train
+
     entries, want = sum(1 for line in lines if line.strip()), int(recipe[f"n_{split}"])
+    if split == "train":  # labelled production clips the generate stage appended
+        want += merged_train(data_dir)
     if entries != want:
         findings.add("files", rel, f"lists {entries} clips, the recipe asks n_{split}={want}")
     return clips
