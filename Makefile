@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # DVC stage commands call `python`/`liveml`: make them the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv chromium params repro test test-slow lint format lock bench bench-serve serve clean-venv
+.PHONY: venv chromium params repro test test-slow lint format lock bench bench-serve bench-drift model-diff serve clean-venv
 
 # The venv is (re)built from the hashed lock whenever the lock changes.
 $(VENV)/.synced: requirements.lock requirements-bootstrap.lock pyproject.toml
@@ -37,13 +37,16 @@ test: venv chromium
 test-slow: venv chromium
 	$(BIN)/pytest -m slow
 
+# ruff skips files without a .py suffix when it scans folders: name the CI script.
+LINTED := src tests bench .ci/model-diff
+
 lint: venv
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 format: venv
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: venv
@@ -54,6 +57,15 @@ bench: venv
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/sweep.py --epochs 8 --n-train 320
 	$(BIN)/python bench/compare.py
+
+# Detection rate and false alarms of `liveml monitor` per drift scenario (needs `make repro`).
+bench-drift: venv
+	$(BIN)/python bench/drift_power.py --task all
+
+# What this checkout does to the model vs BASE: the tiny pipeline on both, metrics/params diff.
+BASE ?= origin/main
+model-diff: venv
+	.ci/model-diff $(BASE)
 
 bench-serve: venv
 	$(BIN)/python bench/serve.py --task defects

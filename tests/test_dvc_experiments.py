@@ -47,6 +47,8 @@ def experiments(repo: Path) -> dict[str, dict]:
     return out
 
 
+# 77 s: slow. The default suite still runs a DVC experiment end to end (tests/test_retrain.py).
+@pytest.mark.slow
 def test_queued_grid_runs_on_two_workers(repo: Path):
     before = {r["run_id"] for r in RunStore.for_project(Project(repo)).list()}
     run(["dvc", "exp", "run", "--queue", "-S", "tasks.defects.model.lr=0.001,0.003"], repo)
