@@ -107,6 +107,7 @@ def tiny_repo(tiny_pipeline: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # 70-90 s (one defects retrain); the failure test runs the script by default
 def test_model_diff_reports_a_hyperparameter_change(tiny_repo: Path, tmp_path: Path):
     git(tiny_repo, "checkout", "-q", "-b", "lr")
     set_values(tiny_repo / "conf", "model/fcos_tiny.yaml", {"lr": 0.0123})

@@ -8,13 +8,12 @@ import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from liveml.drift import Profile
-
-from tinyrepo import run
 
 
 def write_inputs(folder: Path, task: str, inputs: list[bytes], suffix: str) -> list[Path]:
@@ -63,12 +62,23 @@ def defects_inputs(tiny_pipeline: Path, tmp_path_factory) -> dict[str, Path]:
     return {"same": root / "same", "dark": root / "dark"}
 
 
-def monitor(repo: Path, *args: str):
-    return run(["liveml", "monitor", *args], repo, check=False)
+@pytest.fixture
+def monitor(monkeypatch, capsys):
+    """`liveml monitor ARGS` in `repo`, in this process (saves the 8 s start of a new one; the
+    end-to-end test in test_retrain.py runs the real command): (exit code, stdout, stderr)."""
+    from liveml.cli import main
+
+    def call(repo: Path, *args: str) -> SimpleNamespace:
+        monkeypatch.chdir(repo)
+        code = main(["monitor", *args])
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return call
 
 
 def test_in_distribution_is_quiet_and_darker_photos_drift(
-    tiny_pipeline: Path, defects_inputs, tmp_path: Path
+    tiny_pipeline: Path, defects_inputs, tmp_path: Path, monitor
 ) -> None:
     quiet = monitor(tiny_pipeline, "defects", "--inputs", str(defects_inputs["same"]),
                     "--window", "30", "--out", str(tmp_path / "same"))  # fmt: skip
@@ -98,7 +108,7 @@ def test_in_distribution_is_quiet_and_darker_photos_drift(
     assert not (tmp_path / "k2/report.html").exists()
 
 
-def test_windows_by_capture_time(tiny_pipeline: Path, defects_inputs, tmp_path: Path) -> None:
+def test_windows_by_capture_time(tiny_pipeline: Path, defects_inputs, tmp_path, monitor) -> None:
     """--every cuts by time: 60 inputs one second apart in 20 s buckets are 3 windows."""
     out = monitor(tiny_pipeline, "defects", "--inputs", str(defects_inputs["same"]),
                   "--every", "20s", "--no-html", "--out", str(tmp_path / "t"))  # fmt: skip
@@ -110,14 +120,18 @@ def test_windows_by_capture_time(tiny_pipeline: Path, defects_inputs, tmp_path: 
     assert s["windows"][0]["start"] == start
 
 
-def test_too_few_inputs_make_no_window(tiny_pipeline: Path, defects_inputs, tmp_path) -> None:
+def test_too_few_inputs_make_no_window(tiny_pipeline: Path, defects_inputs, monitor) -> None:
     out = monitor(tiny_pipeline, "defects", "--inputs", str(defects_inputs["same"]),
-                  "--window", "100", "--out", str(tmp_path / "few"))  # fmt: skip
+                  "--window", "100", "--no-html")  # fmt: skip
     assert out.returncode == 0
     assert "no full window yet (60 inputs" in out.stdout
+    # Without --out, reports go to paths.monitoring/<UTC time>/ (git-ignored).
+    assert f"reports: {tiny_pipeline / 'monitoring/defects'}/" in out.stdout
 
 
-def test_a_reference_of_another_model_is_refused(tiny_pipeline: Path, defects_inputs, tmp_path):
+def test_a_reference_of_another_model_is_refused(
+    tiny_pipeline: Path, defects_inputs, tmp_path, monitor
+):
     repo = tmp_path / "repo"
     shutil.copytree(tiny_pipeline, repo, symlinks=True)
     meta_path = repo / "data/defects/reference/reference.json"
@@ -133,12 +147,12 @@ def test_a_reference_of_another_model_is_refused(tiny_pipeline: Path, defects_in
     assert out.returncode == 2 and "no reference profile" in out.stderr
 
 
-def test_a_missing_source_is_named(tiny_pipeline: Path, tmp_path: Path) -> None:
+def test_a_missing_source_is_named(tiny_pipeline: Path, tmp_path: Path, monitor) -> None:
     out = monitor(tiny_pipeline, "defects", "--captures", str(tmp_path / "nope"))
     assert out.returncode == 2 and "is not a folder" in out.stderr
 
 
-def test_noisier_speech_drifts(tiny_pipeline: Path, tmp_path: Path) -> None:
+def test_noisier_speech_drifts(tiny_pipeline: Path, tmp_path: Path, monitor) -> None:
     from liveml.tasks.speech.monitoring import draw_inputs
 
     cfg = pipeline_cfg(tiny_pipeline, "speech")

@@ -112,6 +112,7 @@ def test_a_search_completes_and_names_the_best_trial(tiny_trainable, tiny_overri
     assert (results["n_complete"], results["n_pruned"], results["n_failed"]) == (3, 0, 0)
 
 
+@pytest.mark.slow  # 37 s; a 3-trial search and pruning stay in the default suite
 def test_rerun_finishes_the_search_and_reruns_an_interrupted_trial(tiny_trainable, tiny_overrides):
     root = tiny_trainable.root
     _sweep(root, tiny_overrides, "hydra.sweeper.n_trials=2")

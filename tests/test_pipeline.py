@@ -92,6 +92,7 @@ def test_a_hyperparameter_edit_reruns_exactly_the_affected_stages(project: Path)
             "defects_train",
             "defects_evaluate",
             "defects_export",
+            "defects_reference",  # the reference profile belongs to the model
         }
         record = json.loads((project / "data/defects/model/run.json").read_text())
         assert record["config"]["model"]["lr"] == 0.0123

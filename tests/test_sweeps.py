@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -116,6 +117,7 @@ def test_parallel_launcher_runs_jobs_in_worker_processes(tiny_trainable, tiny_ov
     assert hydra_cfg["hydra"]["launcher"]["n_jobs"] == 2
 
 
+@pytest.mark.slow  # 27 s; the joblib launcher test covers parallel jobs in the default suite
 def test_submitit_local_executor_runs_the_jobs(tiny_trainable, tiny_overrides):
     multirun(
         tiny_trainable,

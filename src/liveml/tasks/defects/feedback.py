@@ -9,33 +9,23 @@ appends versions' train splits to freshly generated data (the generate stage's o
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from liveml.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from liveml.feedback import (
+    VERSION_SPLITS,
+    in_holdout,
+    label,
+    sha256_file,
+    version_name,
+)
 
 __all__ = ["ground_truth", "in_holdout", "merge", "quality", "write_version"]
 
 SPLITS = ("train", "val", "test")  # what the generator writes
-VERSION_SPLITS = ("train", "test")  # what a feedback version holds
-# A version's name becomes part of file names in the merged data: a plain name, no "/" or "..".
-VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def in_holdout(sha256: str, holdout: float) -> bool:
-    """Whether the input with this hash belongs to the test split: its hash read as a number
-    in [0, 1) is below `holdout`. A pure function of the bytes, so adding inputs to a version
-    never moves an earlier one to the other split."""
-    return int(sha256[:16], 16) / 16**16 < holdout
 
 
 def ground_truth(source_dirs: list[Path]) -> dict[str, dict]:
@@ -55,7 +45,7 @@ def ground_truth(source_dirs: list[Path]) -> dict[str, dict]:
             for ann in coco["annotations"]:
                 by_image[ann["image_id"]].append(ann)
             for img in coco["images"]:
-                sha = _sha256(source / img["file_name"])
+                sha = sha256_file(source / img["file_name"])
                 truth.setdefault(
                     sha,
                     {
@@ -89,24 +79,7 @@ def write_version(
     `merge` lists. Written atomically. Returns {"train", "test", "unlabelled", "duplicates",
     "inputs"} counts.
     """
-    if not 0.0 <= holdout <= 1.0:
-        raise ValueError(f"holdout must be in [0, 1], got {holdout!r}")
-    labelled: dict[str, tuple[Path, dict]] = {}
-    unlabelled = duplicates = 0
-    for path in map(Path, inputs):
-        sha = _sha256(path)
-        if sha in labelled:
-            duplicates += 1  # the same photo captured twice: once is enough, and no leak
-        elif sha in truth:
-            labelled[sha] = (path, truth[sha])
-        else:
-            unlabelled += 1
-    if not labelled:
-        raise ValueError(
-            f"none of the {len(inputs)} inputs has a label ({len(truth)} known images); fix: "
-            "build the truth with ground_truth() over the dataset folders the traffic was sent "
-            "from."
-        )
+    labelled, unlabelled, duplicates = label(inputs, truth, holdout, "images")
     categories = _one_categories([rec["categories"] for _, rec in labelled.values()])
     splits: dict[str, list[str]] = {split: [] for split in VERSION_SPLITS}
     for sha in sorted(labelled):  # by hash: the same inputs give the same folder in any order
@@ -172,12 +145,12 @@ def merge(data_dir: Path, versions: list[Path]) -> dict:
     base = json.loads(ann_file.read_text())
     # Everything read and checked first: a bad version must not leave the data half merged.
     loaded = [
-        (_version_name(v, versions), Path(v), _version_train(v, base), _provenance(v))
+        (version_name(v, versions), Path(v), _version_train(v, base), _provenance(v))
         for v in versions
     ]
     sizes = {(img["width"], img["height"]) for img in base["images"]}
     seen = {  # every photo already in the data, all splits
-        _sha256(data_dir / img["file_name"])
+        sha256_file(data_dir / img["file_name"])
         for split in SPLITS
         for img in json.loads((data_dir / "annotations" / f"{split}.json").read_text())["images"]
     }
@@ -192,7 +165,7 @@ def merge(data_dir: Path, versions: list[Path]) -> dict:
         appended = 0
         for img in sorted(coco["images"], key=lambda im: im["id"]):
             src = version / img["file_name"]
-            sha = _sha256(src)
+            sha = sha256_file(src)
             if sha in seen:
                 skipped["duplicate"] += 1
                 continue
@@ -221,21 +194,6 @@ def merge(data_dir: Path, versions: list[Path]) -> dict:
     _write_coco(ann_file, base)
     atomic_write_json(data_dir / "feedback.json", entries)
     return {"train": sum(e["train"] for e in entries), "versions": entries}
-
-
-def _version_name(version: Path, versions: list[Path]) -> str:
-    name = Path(version).name
-    if not VERSION_NAME.fullmatch(name):
-        raise ValueError(
-            f"feedback version folder name {name!r} cannot go into file names; fix: name it "
-            "with letters, digits, '.', '_' or '-' only (e.g. v0003)."
-        )
-    if sum(Path(v).name == name for v in versions) > 1:
-        raise ValueError(
-            f"two feedback versions are named {name!r}; their merged files would collide. "
-            "Fix: pass each version once, with distinct folder names."
-        )
-    return name
 
 
 def _version_train(version: Path, base: dict) -> dict:

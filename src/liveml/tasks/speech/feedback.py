@@ -10,40 +10,30 @@ output). Held-out voices stay held out: a clip spoken by a val/test voice never 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from liveml.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from liveml.feedback import (
+    VERSION_SPLITS,
+    in_holdout,
+    label,
+    sha256_file,
+    version_name,
+)
 
 __all__ = ["ground_truth", "in_holdout", "merge", "merged_train", "quality", "write_version"]
 
 SPLITS = ("train", "val", "test")  # what the generator writes
-VERSION_SPLITS = ("train", "test")  # what a feedback version holds
 HELD_OUT_SPLITS = ("val", "test")  # recipe voice lists that must never speak in train
-# A version's name becomes part of file names in the merged data: a plain name, no "/" or "..".
-VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # What speech validation accepts (checks.SUBTYPE, mono WAV); the rate comes from the recipe.
 CONTAINER, SUBTYPE, CHANNELS = "WAV", "PCM_16", 1
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _variant(voice: str) -> str:
     return voice.partition("+")[2]
-
-
-def in_holdout(sha256: str, holdout: float) -> bool:
-    """Whether the input with this hash belongs to the test split: its hash read as a number
-    in [0, 1) is below `holdout`. A pure function of the bytes, so adding inputs to a version
-    never moves an earlier one to the other split."""
-    return int(sha256[:16], 16) / 16**16 < holdout
 
 
 def _read_json(path: Path) -> Any:
@@ -82,7 +72,7 @@ def ground_truth(source_dirs: list[Path]) -> dict[str, dict]:
                 held = None if held_out is None else _variant(row["voice"]) in held_out
                 where = {"dir": str(source), "split": split, "file": row["file"]}
                 truth.setdefault(
-                    _sha256(source / row["file"]),
+                    sha256_file(source / row["file"]),
                     {**row, "source": where | {"held_out_voice": held}},
                 )
         if not found:
@@ -110,24 +100,7 @@ def write_version(
     drift report) goes to provenance.json, which `merge` lists. Written atomically. Returns
     {"train", "test", "unlabelled", "duplicates", "held_out_voice", "inputs"} counts.
     """
-    if not 0.0 <= holdout <= 1.0:
-        raise ValueError(f"holdout must be in [0, 1], got {holdout!r}")
-    labelled: dict[str, tuple[Path, dict]] = {}
-    unlabelled = duplicates = 0
-    for path in map(Path, inputs):
-        sha = _sha256(path)
-        if sha in labelled:
-            duplicates += 1  # the same clip captured twice: once is enough, and no leak
-        elif sha in truth:
-            labelled[sha] = (path, truth[sha])
-        else:
-            unlabelled += 1
-    if not labelled:
-        raise ValueError(
-            f"none of the {len(inputs)} inputs has a label ({len(truth)} known clips); fix: "
-            "build the truth with ground_truth() over the dataset folders the traffic was sent "
-            "from."
-        )
+    labelled, unlabelled, duplicates = label(inputs, truth, holdout, "clips")
     splits: dict[str, list[str]] = {split: [] for split in VERSION_SPLITS}
     held_out_voice = 0
     for sha in sorted(labelled):  # by hash: the same inputs give the same folder in any order
@@ -182,7 +155,7 @@ def merge(data_dir: Path, versions: list[Path]) -> dict:
     # Everything read and checked first: a bad version must not leave the data half merged.
     loaded = [
         (
-            _version_name(v, versions),
+            version_name(v, versions),
             Path(v),
             _version_train(v),
             _read_json(Path(v) / "provenance.json"),
@@ -192,7 +165,7 @@ def merge(data_dir: Path, versions: list[Path]) -> dict:
     manifest = data_dir / "manifests" / "train.jsonl"
     lines = [line for line in manifest.read_text().splitlines() if line.strip()]
     seen = {  # every clip already in the data, all splits
-        _sha256(data_dir / row["file"])
+        sha256_file(data_dir / row["file"])
         for split in SPLITS
         for row in _manifest(data_dir, split) or []
     }
@@ -202,7 +175,7 @@ def merge(data_dir: Path, versions: list[Path]) -> dict:
         appended = 0
         for row in rows:
             src = version / row["file"]
-            sha = _sha256(src)
+            sha = sha256_file(src)
             info = sf.info(str(src))
             if sha in seen:
                 skipped["duplicate"] += 1
@@ -231,21 +204,6 @@ def merged_train(data_dir: Path) -> int:
     validation must add to the recipe's n_train when it counts manifest lines."""
     entries = _read_json(Path(data_dir) / "feedback.json")
     return sum(int(e["train"]) for e in entries) if isinstance(entries, list) else 0
-
-
-def _version_name(version: Path, versions: list[Path]) -> str:
-    name = Path(version).name
-    if not VERSION_NAME.fullmatch(name):
-        raise ValueError(
-            f"feedback version folder name {name!r} cannot go into file names; fix: name it "
-            "with letters, digits, '.', '_' or '-' only (e.g. v0003)."
-        )
-    if sum(Path(v).name == name for v in versions) > 1:
-        raise ValueError(
-            f"two feedback versions are named {name!r}; their merged files would collide. "
-            "Fix: pass each version once, with distinct folder names."
-        )
-    return name
 
 
 def _version_train(version: Path) -> list[dict]:
