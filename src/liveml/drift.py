@@ -356,7 +356,7 @@ def _numeric_test(reference: np.ndarray, window: np.ndarray) -> dict:
     }
 
 
-def _categorical_test(reference: np.ndarray, window: np.ndarray) -> dict:
+def _categorical_test(reference: np.ndarray, window: np.ndarray, seed: int = 0) -> dict:
     from scipy import stats
 
     categories = np.union1d(reference, window)
@@ -369,12 +369,12 @@ def _categorical_test(reference: np.ndarray, window: np.ndarray) -> dict:
     if len(categories) < 2:
         statistic, p_value = 0.0, 1.0  # one category on both sides: nothing can differ
     else:
-        res = stats.chi2_contingency(table)
-        statistic, p_value = float(res.statistic), float(res.pvalue)
+        statistic = float(stats.chi2_contingency(table).statistic)
+        p_value = _chi2_p(table, reference, window, seed)
     ref_share, win_share = (row / row.sum() for row in table)
     return {
         "kind": "categorical",
-        "test": "chi2",
+        "test": "chi2",  # p by permutation when counts are small
         "statistic": statistic,
         "p_value": p_value,
         "p_adjusted": None,
@@ -382,6 +382,46 @@ def _categorical_test(reference: np.ndarray, window: np.ndarray) -> dict:
         "reference": {str(c): float(s) for c, s in zip(categories, ref_share, strict=True)},
         "window": {str(c): float(s) for c, s in zip(categories, win_share, strict=True)},
     }
+
+
+# Cochran's rule: the chi-squared distribution fits the statistic only when every category is
+# expected about 5 times or more in each sample.
+MIN_EXPECTED = 5.0
+CATEGORICAL_RESAMPLES = 1999
+
+
+def _chi2_p(table: np.ndarray, reference: np.ndarray, window: np.ndarray, seed: int) -> float:
+    """p-value of the chi-squared statistic: from its distribution when the counts are large
+    enough, else from a permutation test of the same statistic, which is valid at any count
+    (a window of 50 photos expects 1.4 without a detection, far below Cochran's 5)."""
+    from scipy import stats
+
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+    if expected.min() >= MIN_EXPECTED:
+        return float(stats.chi2_contingency(table).pvalue)
+    categories = np.union1d(reference, window)
+    codes = [np.searchsorted(categories, side) for side in (reference, window)]
+
+    totals = table.sum(axis=0).astype(float)  # per category: fixed under relabelling
+    sizes = table.sum(axis=1).astype(float)
+
+    def chi2(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        # The window's counts decide the whole table: the reference row is totals - window.
+        win = np.stack([(y == c).sum(axis=-1) for c in range(len(categories))], axis=-1)
+        observed = np.stack([totals - win, win], axis=-2)  # (..., 2, K)
+        e = sizes[:, None] * totals / totals.sum()
+        return ((observed - e) ** 2 / e).sum(axis=(-2, -1))
+
+    res = stats.permutation_test(
+        codes,
+        chi2,
+        permutation_type="independent",
+        vectorized=True,
+        n_resamples=CATEGORICAL_RESAMPLES,
+        alternative="greater",
+        random_state=seed,
+    )
+    return float(res.pvalue)
 
 
 def _mmd_test(reference: np.ndarray, window: np.ndarray, permutations: int, seed: int) -> dict:
@@ -543,7 +583,7 @@ def compare(
     for name, ref in reference.numeric.items():
         features[name] = _numeric_test(ref, window.numeric[name])
     for name, ref in reference.categorical.items():
-        features[name] = _categorical_test(ref, window.categorical[name])
+        features[name] = _categorical_test(ref, window.categorical[name], seed)
     if has_mmd:
         features[EMBEDDING] = _mmd_test(reference.embedding, window.embedding, permutations, seed)
 
