@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -38,6 +39,7 @@ def test_each_process_gets_an_equal_share_of_one_epoch_order(tmp_path):
     assert (five0, five1) == ([0, 2, 4], [1, 3, 0])
 
 
+@pytest.mark.slow  # 20 s; shard unit tests stay in the default suite
 def test_ddp_cpu_trains_with_two_processes(tiny_trainable, tiny_overrides):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env.update(LIVEML_ROOT=str(tiny_trainable.root), WANDB_MODE="offline")

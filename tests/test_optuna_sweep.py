@@ -141,6 +141,7 @@ def test_rerun_finishes_the_search_and_reruns_an_interrupted_trial(tiny_trainabl
     assert _job_dirs(root) == {"0", "1", "3"}
 
 
+@pytest.mark.slow  # 13 s; the callback test covers pruning by default
 def test_a_trial_worse_than_the_median_is_pruned_end_to_end(tiny_trainable, tiny_overrides):
     root = tiny_trainable.root
     (root / SWEEP).mkdir(parents=True)

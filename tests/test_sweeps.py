@@ -83,6 +83,7 @@ def test_grid_gives_each_job_its_own_record_and_wandb_run(tiny_trainable, tiny_o
     assert len({p["config"] for p in parts}) == 4
 
 
+@pytest.mark.slow  # 12 s; the 2x2 grid test checks every job's W&B run
 def test_a_failing_job_finishes_its_own_wandb_run_only(tiny_trainable, tiny_overrides):
     # batch_size 0 fails inside fit, after its W&B run has started.
     out = multirun(tiny_trainable, *tiny_overrides, *ONE_EPOCH, "model.batch_size=8,0", check=False)

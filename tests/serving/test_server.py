@@ -86,8 +86,19 @@ def test_workers_and_token_from_the_environment(exports, speech_wav_file, tmp_pa
         headers = {"Content-Type": "audio/wav"}
         assert requests.post(f"{url}/v1/speech", data=clip, headers=headers).status_code == 401
         headers["Authorization"] = "Bearer t0ken"
-        replies = [requests.post(f"{url}/v1/speech", data=clip, headers=headers) for _ in range(4)]
-        assert {r.status_code for r in replies} == {200}
+        # /readyz answered from one worker; the other may still be loading its model (503
+        # not_ready): wait until both answer.
+        deadline = time.monotonic() + 60
+        while True:
+            replies = [
+                requests.post(f"{url}/v1/speech", data=clip, headers=headers) for _ in range(4)
+            ]
+            codes = {r.status_code for r in replies}
+            if codes == {200} or time.monotonic() > deadline:
+                break
+            assert all(r.status_code == 200 or "not_ready" in r.text for r in replies), codes
+            time.sleep(0.5)
+        assert codes == {200}
     finally:
         stop(proc)
 
