@@ -369,8 +369,11 @@ def _categorical_test(reference: np.ndarray, window: np.ndarray, seed: int = 0) 
     if len(categories) < 2:
         statistic, p_value = 0.0, 1.0  # one category on both sides: nothing can differ
     else:
-        statistic = float(stats.chi2_contingency(table).statistic)
-        p_value = _chi2_p(table, reference, window, seed)
+        res = stats.chi2_contingency(table)
+        statistic, p_value = float(res.statistic), float(res.pvalue)
+        if res.expected_freq.min() < MIN_EXPECTED:
+            codes = [np.searchsorted(categories, side) for side in (reference, window)]
+            p_value = _permutation_chi2_p(table, codes, seed)
     ref_share, win_share = (row / row.sum() for row in table)
     return {
         "kind": "categorical",
@@ -390,24 +393,18 @@ MIN_EXPECTED = 5.0
 CATEGORICAL_RESAMPLES = 1999
 
 
-def _chi2_p(table: np.ndarray, reference: np.ndarray, window: np.ndarray, seed: int) -> float:
-    """p-value of the chi-squared statistic: from its distribution when the counts are large
-    enough, else from a permutation test of the same statistic, which is valid at any count
-    (a window of 50 photos expects 1.4 without a detection, far below Cochran's 5)."""
+def _permutation_chi2_p(table: np.ndarray, codes: list[np.ndarray], seed: int) -> float:
+    """p-value of the chi-squared statistic from a permutation test: valid at any count, where
+    its chi-squared distribution is not (a window of 50 photos expects 1.4 without a detection,
+    far below Cochran's 5). `codes`: each side's category indices (columns of `table`)."""
     from scipy import stats
-
-    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
-    if expected.min() >= MIN_EXPECTED:
-        return float(stats.chi2_contingency(table).pvalue)
-    categories = np.union1d(reference, window)
-    codes = [np.searchsorted(categories, side) for side in (reference, window)]
 
     totals = table.sum(axis=0).astype(float)  # per category: fixed under relabelling
     sizes = table.sum(axis=1).astype(float)
 
     def chi2(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         # The window's counts decide the whole table: the reference row is totals - window.
-        win = np.stack([(y == c).sum(axis=-1) for c in range(len(categories))], axis=-1)
+        win = np.stack([(y == c).sum(axis=-1) for c in range(table.shape[1])], axis=-1)
         observed = np.stack([totals - win, win], axis=-2)  # (..., 2, K)
         e = sizes[:, None] * totals / totals.sum()
         return ((observed - e) ** 2 / e).sum(axis=(-2, -1))

@@ -60,6 +60,26 @@ def profile_inputs(task: str, module: Any, inputs: list[bytes]) -> tuple[Profile
     return Profile.from_rows(rows, embedding=view["embedding"]), timing
 
 
+def check_scenario(scenarios: dict[str, str], scenario: str | None, strength: float) -> float:
+    """`strength` as a float after the checks every task's drift scenarios share: a known
+    scenario, a finite strength >= 0, no strength without a scenario."""
+    import math
+
+    if scenario is not None and scenario not in scenarios:
+        raise ValueError(
+            f"unknown drift scenario {scenario!r}; fix: use one of "
+            + "; ".join(f"{k} ({v})" for k, v in scenarios.items())
+        )
+    strength = float(strength)
+    if not math.isfinite(strength) or strength < 0:
+        raise ValueError(f"drift strength {strength} is not a finite number >= 0; fix: pass one")
+    if scenario is None and strength != 0:
+        raise ValueError(
+            f"drift strength {strength} without a scenario; fix: name one of {list(scenarios)}"
+        )
+    return strength
+
+
 # --- reference ------------------------------------------------------------------------------
 
 
@@ -167,14 +187,11 @@ def read_inputs(source: Path, task: str) -> list[Observed]:
                 for r in records
             ]
     suffixes = tuple(f".{s}" for s in hooks(task).SUFFIXES)
-    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+    files = [p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
+    stamped = sorted((os.stat(p).st_mtime_ns, str(p), p) for p in files)
     return [
-        Observed(
-            str(p.relative_to(source)),
-            datetime.fromtimestamp(os.stat(p).st_mtime, UTC),
-            p,
-        )
-        for p in sorted(files, key=lambda p: (os.stat(p).st_mtime_ns, str(p)))
+        Observed(str(p.relative_to(source)), datetime.fromtimestamp(ns / 1e9, UTC), p)
+        for ns, _, p in stamped
     ]
 
 

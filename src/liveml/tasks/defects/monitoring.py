@@ -219,18 +219,9 @@ def drifted_recipe(data_cfg: Any, scenario: str | None, strength: float):
 
 
 def _check_strength(scenario: str | None, strength: float) -> float:
-    if scenario is not None and scenario not in SCENARIOS:
-        raise ValueError(
-            f"unknown drift scenario {scenario!r}; fix: use one of "
-            + "; ".join(f"{k} ({v})" for k, v in SCENARIOS.items())
-        )
-    strength = float(strength)
-    if not math.isfinite(strength) or strength < 0:
-        raise ValueError(f"drift strength {strength} is not a finite number >= 0; fix: pass one")
-    if scenario is None and strength != 0:
-        raise ValueError(
-            f"drift strength {strength} without a scenario; fix: name one of {list(SCENARIOS)}"
-        )
+    from liveml.monitor import check_scenario
+
+    strength = check_scenario(SCENARIOS, scenario, strength)
     if scenario == "darker" and strength >= 1:
         raise ValueError(
             f"darker at strength {strength} leaves no light (brightness * (1 - strength) <= 0); "

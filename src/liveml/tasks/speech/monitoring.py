@@ -262,18 +262,9 @@ def voice_mix(seen: list[str], unseen: list[str], share: float) -> list[str]:
 
 
 def _check_strength(scenario: str | None, strength: float) -> float:
-    if scenario is not None and scenario not in SCENARIOS:
-        raise ValueError(
-            f"unknown drift scenario {scenario!r}; fix: use one of "
-            + "; ".join(f"{k} ({v})" for k, v in SCENARIOS.items())
-        )
-    strength = float(strength)
-    if not math.isfinite(strength) or strength < 0:
-        raise ValueError(f"drift strength {strength} is not a finite number >= 0; fix: pass one")
-    if scenario is None and strength != 0:
-        raise ValueError(
-            f"drift strength {strength} without a scenario; fix: name one of {list(SCENARIOS)}"
-        )
+    from liveml.monitor import check_scenario
+
+    strength = check_scenario(SCENARIOS, scenario, strength)
     if scenario == "unseen_voices" and strength > 1:
         raise ValueError(
             f"unseen_voices at strength {strength}: it is a share of clips; "
