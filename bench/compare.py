@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from liveml.runs import RunStore
+from liveml.tracking.runs import RunStore
 
 TARGET_TABLE_S = 2.0
 METRICS = ("train/loss", "val/cer", "val/loss", "val/wer")

@@ -5,7 +5,7 @@ not yet retrained on feedback (fresh draws of the training recipe from stream 0,
 the trained model in data/<task>/model), in memory; nothing is written under data/. Pools of
 profiled inputs come from other streams: one in-distribution pool and one pool per (scenario,
 strength) of the task's SCENARIOS. Windows of 50/200/1000 inputs are random subsets of a pool
-(no repeats inside a window); each goes through `liveml.drift.compare` with the configured
+(no repeats inside a window); each goes through `monitoring.drift.compare` with the configured
 alpha and permutations, as `liveml monitor` does.
 
   detect@N      share of drifted windows of N inputs that the monitor flags (report["drift"])
@@ -83,9 +83,9 @@ def _init_worker() -> None:
 
 def _loaded(task: str) -> tuple[Any, Any]:
     if task not in _LOADED:
-        from liveml.config import load_params
-        from liveml.project import Project
-        from liveml.training import load_trained
+        from liveml.core.config import load_params
+        from liveml.core.project import Project
+        from liveml.training.run import load_trained
 
         cfg = load_params(task)
         module, _ = load_trained(Project.find().path(cfg.paths.model))
@@ -96,7 +96,7 @@ def _loaded(task: str) -> tuple[Any, Any]:
 def profile_chunk(task: str, scenario: str | None, strength: float, stream: int, n: int):
     """(Profile, timing) of `n` fresh inputs of stream `stream`, drifted as asked; timing adds
     the generator's draw time per input (not part of the monitor's cost)."""
-    from liveml.monitor import hooks, profile_inputs
+    from liveml.monitoring.monitor import hooks, profile_inputs
 
     cfg, module = _loaded(task)
     start = time.perf_counter()
@@ -109,7 +109,7 @@ def profile_chunk(task: str, scenario: str | None, strength: float, stream: int,
 def window_results(reference, pool, size: int, windows: list[tuple[int, Any]], monitor: dict):
     """compare() of each (seed, row indices) window of `pool` against `reference`, reduced to
     what the tables need: drift, the flagged tests, the top one, the confidence-drop flag."""
-    from liveml.drift import compare
+    from liveml.monitoring.drift import compare
 
     out = []
     for seed, rows in windows:
@@ -234,9 +234,9 @@ def run_task(task: str, args, executor: ProcessPoolExecutor) -> dict:
     """Every figure of one task (see the module docstring)."""
     import numpy as np
 
-    from liveml.config import load_params
-    from liveml.drift import Profile, compare
-    from liveml.monitor import REFERENCE_STREAM
+    from liveml.core.config import load_params
+    from liveml.monitoring.drift import Profile, compare
+    from liveml.monitoring.monitor import REFERENCE_STREAM
 
     started = time.perf_counter()
     cfg = load_params(task)

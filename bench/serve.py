@@ -359,7 +359,7 @@ def bench(args) -> dict:
     # SIGTERM unwinds like Ctrl-C, so the `finally` below stops the server processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    from liveml.speed import device_name
+    from liveml.release.speed import device_name
 
     export_dir = TASKS[args.task][0]
     files = test_inputs(args.task, args.inputs)

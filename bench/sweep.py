@@ -1,10 +1,10 @@
 """Sweep machinery: 4 small jobs sequential vs 2 parallel workers, and the per-job overhead.
 
 Everything runs in one go on one machine, side by side, through the real entry point
-(`python -m liveml.train -m ...`, W&B offline, run records, lineage), in a throw-away project
+(`python -m liveml.training -m ...`, W&B offline, run records, lineage), in a throw-away project
 with a small generated dataset:
 
-  single      one `python -m liveml.train` run (no sweep)
+  single      one `python -m liveml.training` run (no sweep)
   seq-2thr    a 4-job multirun, basic (sequential) launcher, 2 torch threads per job (default)
   seq-1thr    the same with 1 thread per job
   parallel    the same 4 jobs, `hydra/launcher=parallel` (joblib, 2 workers), 1 thread per job
@@ -44,8 +44,8 @@ def small(args) -> list[str]:
 def make_project(root: Path, overrides: list[str]) -> None:
     """A project with this repo's conf/, its params.yaml set to the small recipe, and that
     recipe's data at paths.data (so no job generates data)."""
-    from liveml.config import compose, write_params
-    from liveml.project import Project
+    from liveml.core.config import compose, write_params
+    from liveml.core.project import Project
     from liveml.tasks import get_task
 
     root.mkdir(parents=True)
@@ -62,7 +62,7 @@ def timed(root: Path, argv: list[str]) -> float:
     env.update(LIVEML_ROOT=str(root), WANDB_MODE="offline", WANDB_SILENT="true")
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "liveml.train", *argv], cwd=root, env=env, capture_output=True
+        [sys.executable, "-m", "liveml.training", *argv], cwd=root, env=env, capture_output=True
     )
     wall = time.perf_counter() - start
     if out.returncode != 0:
@@ -72,16 +72,16 @@ def timed(root: Path, argv: list[str]) -> float:
 
 def fit_seconds(root: Path, since: set[str]) -> tuple[float, int]:
     """Sum of `train_seconds` of the runs recorded after `since`, and how many."""
-    from liveml.project import Project
-    from liveml.runs import RunStore
+    from liveml.core.project import Project
+    from liveml.tracking.runs import RunStore
 
     new = [r for r in RunStore.for_project(Project(root)).list() if r["run_id"] not in since]
     return sum(r["train_seconds"] for r in new), len(new)
 
 
 def run_ids(root: Path) -> set[str]:
-    from liveml.project import Project
-    from liveml.runs import RunStore
+    from liveml.core.project import Project
+    from liveml.tracking.runs import RunStore
 
     return set(RunStore.for_project(Project(root)).ids())
 

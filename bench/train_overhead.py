@@ -52,8 +52,8 @@ def plain_loop(cfg, data_dir: Path) -> float:
 
 
 def liveml_train(cfg, project) -> float:
-    """Seconds for `liveml.training.train(cfg)`, the function the DVC stage runs."""
-    from liveml.training import train
+    """Seconds for `liveml.training.run.train(cfg)`, the function the DVC stage runs."""
+    from liveml.training.run import train
 
     start = time.perf_counter()
     train(cfg, project=project, resume=False)
@@ -68,8 +68,8 @@ def main() -> None:
 
     import torch
 
-    from liveml.config import compose
-    from liveml.project import Project
+    from liveml.core.config import compose
+    from liveml.core.project import Project
     from liveml.tasks import get_task
 
     repo = Project.find(Path(__file__).resolve().parent)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from liveml.project import Project
+from liveml.core.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def make_project(root: Path) -> Project:
 
 def generate_once(tmp_path_factory, overrides: list[str]) -> Path:
     """The dataset of the config `overrides` compose to, generated into a fresh folder."""
-    from liveml.config import compose
+    from liveml.core.config import compose
     from liveml.tasks import get_task
 
     project = make_project(tmp_path_factory.mktemp("tiny-data") / "proj")
@@ -65,7 +65,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_overrides() -> list[str]:
-    """TINY as command-line overrides (for subprocesses such as `python -m liveml.train`)."""
+    """TINY as command-line overrides (for subprocesses such as `python -m liveml.training`)."""
     return list(TINY)
 
 
@@ -79,7 +79,7 @@ def tiny_project(tmp_path) -> Project:
 def tiny_cfg(tiny_project):
     """Factory: `tiny_cfg("trainer.max_epochs=3", ...)` composes the project's conf/ with TINY
     plus the overrides; every path (data, checkpoints, runs, W&B) is inside the project."""
-    from liveml.config import compose
+    from liveml.core.config import compose
 
     def make(*overrides: str):
         return compose([*TINY, *overrides], project=tiny_project)
@@ -119,7 +119,7 @@ def tiny_speech_data_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_speech_cfg(tiny_project):
     """Factory like `tiny_cfg`, for the speech task."""
-    from liveml.config import compose
+    from liveml.core.config import compose
 
     def make(*overrides: str):
         return compose([*TINY_SPEECH, *overrides], project=tiny_project)

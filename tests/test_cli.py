@@ -39,9 +39,9 @@ def test_help_is_fast_and_imports_nothing_heavy():
 @pytest.fixture
 def model_dir(tiny_trainable, tiny_cfg, tmp_path) -> Path:
     """A model folder with a real lineage record (no training needed to test the CLI)."""
-    from liveml.atomic import atomic_write_json
-    from liveml.lineage import new_record
-    from liveml.runs import RunStore
+    from liveml.core.atomic import atomic_write_json
+    from liveml.tracking.lineage import new_record
+    from liveml.tracking.runs import RunStore
 
     cfg = tiny_cfg()
     record = new_record(cfg, tiny_trainable, [cfg.paths.data])
@@ -107,7 +107,7 @@ def test_config_error_is_one_clear_line_exit_2(tiny_project, monkeypatch, capsys
 def test_reproduce_matches_and_detects_changed_data(
     tiny_trainable, tiny_cfg, tmp_path, monkeypatch, capsys
 ):
-    from liveml.training import train
+    from liveml.training.run import train
 
     monkeypatch.setenv("LIVEML_ROOT", str(tiny_trainable.root))
     cfg = tiny_cfg("trainer.max_epochs=1")

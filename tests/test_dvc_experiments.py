@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from liveml.project import Project
-from liveml.runs import RunStore
+from liveml.core.project import Project
+from liveml.tracking.runs import RunStore
 
 from tinyrepo import run
 

@@ -30,7 +30,7 @@ class UserError(Exception):
 
 
 def _project():
-    from liveml.project import Project
+    from liveml.core.project import Project
 
     return Project.find()
 
@@ -48,7 +48,7 @@ def _params_args(p: argparse.ArgumentParser) -> None:
 
 @command("params", "compose conf/ into params.yaml (the pipeline's parameters)", _params_args)
 def cmd_params(args: argparse.Namespace) -> int:
-    from liveml.config import stale_keys, write_params
+    from liveml.core.config import stale_keys, write_params
 
     project = _project()
     if args.check:
@@ -74,8 +74,8 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def _store():
-    from liveml.project import Project
-    from liveml.runs import RunStore
+    from liveml.core.project import Project
+    from liveml.tracking.runs import RunStore
 
     try:
         project = Project.find()
@@ -170,7 +170,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in val.items())
         print(f"{r['run_id']}  {r.get('fingerprint', '')[:12]}  {metrics}")
     if not records:
-        print("no runs yet; train with `dvc repro` or `python -m liveml.train`", file=sys.stderr)
+        print("no runs yet; train with `dvc repro` or `python -m liveml.training`", file=sys.stderr)
     return 0
 
 
@@ -184,7 +184,7 @@ def _reproduce_args(p: argparse.ArgumentParser) -> None:
 
 @command("reproduce", "retrain a run; exit 0 iff weights and metrics match", _reproduce_args)
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from liveml.reproduce import reproduce
+    from liveml.tracking.reproduce import reproduce
 
     # Training output (progress bar, summaries) goes to stderr: stdout is the report.
     with contextlib.redirect_stdout(sys.stderr):
@@ -234,7 +234,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 @command("compare", "compare runs: varied params, metrics, diffs; HTML report", _compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
-    from liveml import compare
+    from liveml.tracking import compare
 
     store = _store()
     try:
@@ -264,7 +264,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     print(compare.table_json(table) if args.json else compare.format_table(table))
     if args.html:
-        from liveml.compare_report import write_report
+        from liveml.tracking.compare_report import write_report
 
         write_report(args.html, table, repo=repo)
         print(f"wrote {args.html}", file=sys.stderr)
@@ -405,8 +405,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from liveml.config import load_params
-    from liveml.monitor import MonitorError, monitor, write_reports
+    from liveml.core.config import load_params
+    from liveml.monitoring.monitor import MonitorError, monitor, write_reports
 
     project = _project()
     cfg = load_params(args.task, project)
@@ -420,7 +420,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else project.path(cfg.paths.monitoring) / stamp
     after = None
     if args.retrain:
-        from liveml.retrain import last_consumed
+        from liveml.monitoring.retrain import last_consumed
 
         after = last_consumed(project.path(cfg.paths.feedback))
     try:
@@ -429,7 +429,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         if args.retrain:
             write_reports(result, out, html=False)  # the version's provenance points at it
             if s["persistent"]:
-                from liveml.retrain import retrain
+                from liveml.monitoring.retrain import retrain
 
                 s["retrain"] = retrain(cfg, project, result, [Path(p) for p in args.labels], out)
             else:
@@ -467,16 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors with a message written for the user (imported only once a command failed)."""
-    from liveml.config import ConfigError
-    from liveml.runs import RunNotFoundError
+    from liveml.core.config import ConfigError
+    from liveml.tracking.runs import RunNotFoundError
 
     errors: list[type] = [ConfigError, RunNotFoundError, FileNotFoundError, UserError]
     if "liveml.serving.runtime" in sys.modules:
         errors.append(sys.modules["liveml.serving.runtime"].ModelLoadError)
-    if "liveml.reproduce" in sys.modules:
-        errors.append(sys.modules["liveml.reproduce"].DataMismatchError)
-    if "liveml.training" in sys.modules:
-        errors.append(sys.modules["liveml.training"].ResumeError)
+    if "liveml.tracking.reproduce" in sys.modules:
+        errors.append(sys.modules["liveml.tracking.reproduce"].DataMismatchError)
+    if "liveml.training.run" in sys.modules:
+        errors.append(sys.modules["liveml.training.run"].ResumeError)
     return tuple(errors)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from liveml.atomic import atomic_write_json
+from liveml.core.atomic import atomic_write_json
 
 
 def card_of(url: str) -> dict:

@@ -33,8 +33,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from liveml.atomic import atomic_write_text
-from liveml.pruning import (
+from liveml.core.atomic import atomic_write_text
+from liveml.training.pruning import (
     ENV_MONITOR,
     ENV_STORAGE,
     ENV_STUDY,
@@ -182,7 +182,7 @@ def parse_search_space(
     """(fixed overrides, searched dimensions) from hydra.sweeper.params and the command line.
 
     The command line comes last, so it overrides params of the same key (as in the released
-    sweeper): `python -m liveml.train -m hparams_search=... model.lr=0.003` fixes the lr.
+    sweeper): `python -m liveml.training -m hparams_search=... model.lr=0.003` fixes the lr.
     """
     lines = []
     for key, value in params.items():
@@ -304,7 +304,7 @@ def _storage_url(storage: str | None, sweep_dir: Path) -> str:
 
 def _exclusive(lock: Path):
     """One sweeper per sweep folder: a second one would fail the first one's RUNNING trials."""
-    from liveml.locks import exclusive
+    from liveml.core.locks import exclusive
 
     return exclusive(
         lock,

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from liveml.atomic import atomic_write_bytes
+from liveml.core.atomic import atomic_write_bytes
 
 __all__ = ["Capture", "iter_captures"]
 

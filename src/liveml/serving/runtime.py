@@ -137,7 +137,7 @@ def _load_torchscript(data: bytes, entry: dict):
     import torchvision  # noqa: F401  registers torchvision::nms, which scripted detectors call
 
     # TorchScript is deprecated for torch.export, which cannot capture detection
-    # post-processing yet (see liveml.export); scripted FCOS warns on each call about its
+    # post-processing yet (see liveml.release.export); scripted FCOS warns on each call about its
     # (losses, detections) return, which the deployable wrapper handles.
     warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)
     warnings.filterwarnings("ignore", r".*returns a \(Losses, Detections\) tuple", UserWarning)

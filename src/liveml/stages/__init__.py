@@ -12,7 +12,7 @@ from typing import Any
 
 def run_stage(fn: Callable[[], None]) -> None:
     """Run a stage's body; a known user-facing error becomes one clear message and exit 1."""
-    from liveml.config import ConfigError
+    from liveml.core.config import ConfigError
     from liveml.tasks.base import DataValidationError
 
     try:
@@ -24,8 +24,8 @@ def run_stage(fn: Callable[[], None]) -> None:
 
 def stage_config(argv: list[str] | None = None) -> tuple[Any, Any]:
     """(project, checked config of the task named on the command line) from params.yaml."""
-    from liveml.config import ConfigError, load_params, pipeline_tasks
-    from liveml.project import Project
+    from liveml.core.config import ConfigError, load_params, pipeline_tasks
+    from liveml.core.project import Project
 
     args = sys.argv[1:] if argv is None else argv
     project = Project.find()

@@ -12,8 +12,8 @@ from liveml.stages import run_stage
 
 
 def main() -> None:
-    from liveml.config import ConfigError, stale_keys
-    from liveml.project import Project
+    from liveml.core.config import ConfigError, stale_keys
+    from liveml.core.project import Project
 
     if os.environ.get("DVC_EXP_BASELINE_REV"):
         print("check_config: inside `dvc exp run`; DVC composed params.yaml from conf/")

@@ -6,10 +6,10 @@ from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
-    from liveml.atomic import atomic_dir, atomic_write_json
-    from liveml.scope import check_scope
+    from liveml.core.atomic import atomic_dir, atomic_write_json
+    from liveml.release.scope import check_scope
     from liveml.tasks import get_task
-    from liveml.training import load_trained
+    from liveml.training.run import load_trained
 
     project, cfg = stage_config()
     module, _ = load_trained(project.path(cfg.paths.model))

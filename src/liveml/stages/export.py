@@ -14,11 +14,11 @@ CARD = "model_card.json"
 
 
 def main() -> None:
-    from liveml.atomic import atomic_dir
-    from liveml.export import export_onnx, export_torchscript
-    from liveml.modelcard import build_card, write_card
+    from liveml.core.atomic import atomic_dir
+    from liveml.release.export import export_onnx, export_torchscript
+    from liveml.release.modelcard import build_card, write_card
     from liveml.tasks import get_task
-    from liveml.training import load_trained
+    from liveml.training.run import load_trained
 
     project, cfg = stage_config()
     task = get_task(cfg.task.name)

@@ -9,8 +9,8 @@ from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
-    from liveml.atomic import atomic_dir
-    from liveml.feedback import merge_into
+    from liveml.core.atomic import atomic_dir
+    from liveml.data.feedback import merge_into
     from liveml.tasks import get_task
 
     project, cfg = stage_config()

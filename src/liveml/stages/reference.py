@@ -9,7 +9,7 @@ from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
-    from liveml.monitor import build_reference
+    from liveml.monitoring.monitor import build_reference
 
     project, cfg = stage_config()
     meta = build_reference(cfg, project)

@@ -1,4 +1,4 @@
-"""Stage train: train the task's model with `liveml.training.train`, the one training entry."""
+"""Stage train: train the task's model with `liveml.training.run.train`, the one training entry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
-    from liveml.training import train
+    from liveml.training.run import train
 
     project, cfg = stage_config()
     record = train(cfg, project=project)

@@ -9,7 +9,7 @@ from liveml.stages import run_stage, stage_config
 
 
 def main() -> None:
-    from liveml.atomic import atomic_write_json
+    from liveml.core.atomic import atomic_write_json
     from liveml.tasks import get_task
     from liveml.tasks.base import DataValidationError
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from liveml.config import check
-from liveml.sampling import EpochSampler
+from liveml.core.config import check
+from liveml.data.sampling import EpochSampler
 from liveml.tasks.defects.datamodule import (
     CocoDefects,
     DefectsDataModule,

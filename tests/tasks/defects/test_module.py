@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from liveml.config import check, to_dict
+from liveml.core.config import check, to_dict
 from liveml.tasks.defects.datamodule import DefectsDataModule
 from liveml.tasks.defects.module import DefectsModule
 

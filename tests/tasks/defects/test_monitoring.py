@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from liveml.config import check
+from liveml.core.config import check
 from liveml.serving.predictors import DefectsPredictor
 from liveml.serving.runtime import Runtime
 from liveml.tasks import get_task

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from liveml.config import check
+from liveml.core.config import check
 from liveml.tasks.speech.datamodule import (
     BucketBatchSampler,
     SpeechClips,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from liveml.config import check
+from liveml.core.config import check
 from liveml.tasks.speech.evaluation import (
     condition_groups,
     evaluate,

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from liveml.config import check
+from liveml.core.config import check
 from liveml.serving.predictors import SpeechPredictor
 from liveml.serving.runtime import Runtime
 from liveml.tasks import get_task

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from liveml.config import ConfigError
+from liveml.core.config import ConfigError
 from liveml.tasks.speech.checks import estimate_snr, frame_powers
 from liveml.tasks.speech.synth import SPLITS, generate, render
 from liveml.tasks.speech.text import DIGITS, normalize

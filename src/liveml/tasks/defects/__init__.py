@@ -40,7 +40,7 @@ class DefectsTask(Task):
         return evaluate(cfg, module, data_dir, plots_dir)
 
     def deployable(self, module: Any):
-        from liveml.export import as_deployable
+        from liveml.release.export import as_deployable
 
         return as_deployable(module.model)
 
@@ -51,7 +51,7 @@ class DefectsTask(Task):
         return [img.unsqueeze(0) for img in images[:n]]
 
     def signature(self, example: Any) -> dict:
-        from liveml.export import DeployableDetector
+        from liveml.release.export import DeployableDetector
 
         return DeployableDetector.signature(example)
 
@@ -62,5 +62,14 @@ class DefectsTask(Task):
             "whose findings a person reviews."
         )
 
+    # Placeholders until the contract refactor lands (helper work in progress).
+    def read_split(self, data_dir, split):
+        raise NotImplementedError
 
-TASK = DefectsTask()
+    def write_split(self, data_dir, split, examples):
+        raise NotImplementedError
+
+    def predictor(self, runtime, limits):
+        from liveml.serving.predictors import PREDICTORS
+
+        return PREDICTORS[self.name](runtime, limits)

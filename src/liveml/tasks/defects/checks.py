@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from liveml.findings import Findings
+from liveml.data.findings import Findings
 
 SPLITS = ("train", "val", "test")
 CHECKS = ("schema", "box_geometry", "decodable", "class_balance", "label_consistency", "leakage")

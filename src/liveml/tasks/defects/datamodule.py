@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from liveml.sampling import EpochSampler, mix_seed
+from liveml.data.sampling import EpochSampler, mix_seed
 
 SPLITS = ("train", "val", "test")
 

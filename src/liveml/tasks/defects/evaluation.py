@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from liveml.atomic import atomic_write_csv
+from liveml.core.atomic import atomic_write_csv
 
 BACKGROUND = "background"
 MATCH_IOU = 0.5
@@ -157,7 +157,7 @@ def measure_speed(
 
     Bounded: latency stops after ~5 s of timing, throughput skips batch sizes that would take
     it past `max_time` seconds (those are missing from `throughput_per_batch_size`)."""
-    from liveml.speed import device_name, latency, throughput
+    from liveml.release.speed import device_name, latency, throughput
 
     model.eval()
     device = next(model.parameters()).device

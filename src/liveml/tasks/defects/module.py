@@ -7,9 +7,9 @@ from typing import Any
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from liveml.taskmodule import TaskModule
 from liveml.tasks.defects.datamodule import Batch, Target
 from liveml.tasks.defects.model import build_detector
+from liveml.training.taskmodule import TaskModule
 
 
 class DefectsModule(TaskModule):

@@ -137,7 +137,7 @@ def model_view(module: Any, inputs: list[bytes], *, batch_size: int = 32) -> dic
     globally average-pooled and concatenated, "confidence": float64 (n,) top detection score
     (0.0 without detections), "predicted_class": label of the top detection or "none"}.
 
-    `module` is an eval-mode DefectsModule (`liveml.training.load_trained(...)[0]`).
+    `module` is an eval-mode DefectsModule (`liveml.training.run.load_trained(...)[0]`).
     """
     import torch
 
@@ -219,7 +219,7 @@ def drifted_recipe(data_cfg: Any, scenario: str | None, strength: float):
 
 
 def _check_strength(scenario: str | None, strength: float) -> float:
-    from liveml.monitor import check_scenario
+    from liveml.monitoring.monitor import check_scenario
 
     strength = check_scenario(SCENARIOS, scenario, strength)
     if scenario == "darker" and strength >= 1:

@@ -60,5 +60,14 @@ class SpeechTask(Task):
             "misheard command can be confirmed or undone."
         )
 
+    # Placeholders until the contract refactor lands (helper work in progress).
+    def read_split(self, data_dir, split):
+        raise NotImplementedError
 
-TASK = SpeechTask()
+    def write_split(self, data_dir, split, examples):
+        raise NotImplementedError
+
+    def predictor(self, runtime, limits):
+        from liveml.serving.predictors import PREDICTORS
+
+        return PREDICTORS[self.name](runtime, limits)

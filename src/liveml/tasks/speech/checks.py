@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from liveml.findings import Findings
+from liveml.data.findings import Findings
 from liveml.tasks.speech.text import DIGITS, normalize
 
 SPLITS = ("train", "val", "test")

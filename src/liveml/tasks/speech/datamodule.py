@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from liveml.sampling import EpochSampler, mix_seed, shard, shard_len
+from liveml.data.sampling import EpochSampler, mix_seed, shard, shard_len
 from liveml.tasks.speech.text import encode
 
 SPLITS = ("train", "val", "test")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from liveml.atomic import atomic_write_csv
+from liveml.core.atomic import atomic_write_csv
 from liveml.tasks.speech.text import DIGITS
 
 SNR_BUCKETS = (10.0, 20.0, 30.0)  # edges in dB: <10, 10-20, 20-30, >=30
@@ -123,12 +123,12 @@ def measure_speed(
     """Latency p50/p95 and real-time factor per utterance at batch 1, over the real test clips
     in turn, and throughput (utterances/s) at the best batch size of zero-padded real clips.
 
-    Latency depends on the clip's length, so unlike `liveml.speed.latency` (one fixed input)
+    Latency depends on the clip's length, so unlike `liveml.release.speed.latency` (one fixed input)
     every clip is timed once, in order, until `latency_time` seconds are spent (at least 5).
     """
     import numpy as np
 
-    from liveml.speed import throughput
+    from liveml.release.speed import throughput
 
     ms, rtf = [], []
     with torch.inference_mode():
@@ -166,7 +166,7 @@ def evaluate(cfg: Any, module: Any, data_dir: Path, plots_dir: Path, **speed_kw:
     `speed_kw` goes to `measure_speed` (tests shorten it). The evaluate stage adds the scope
     check and writes the metrics file.
     """
-    from liveml.speed import device_name
+    from liveml.release.speed import device_name
 
     waves, rows = load_split(Path(data_dir), "test")
     hyps = module.transcribe(waves, batch_size=int(cfg.model.batch_size))

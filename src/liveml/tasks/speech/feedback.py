@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from liveml.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from liveml.feedback import (
+from liveml.core.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from liveml.data.feedback import (
     VERSION_SPLITS,
     in_holdout,
     label,

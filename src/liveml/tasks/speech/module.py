@@ -9,11 +9,11 @@ import torchaudio
 from torch import Tensor, nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from liveml.sampling import mix_seed
-from liveml.taskmodule import TaskModule
+from liveml.data.sampling import mix_seed
 from liveml.tasks.speech.datamodule import Batch
 from liveml.tasks.speech.model import DeployableRecognizer, build_recognizer
 from liveml.tasks.speech.text import ALPHABET, greedy_decode
+from liveml.training.taskmodule import TaskModule
 
 
 def decode(log_probs: Tensor, lengths: Tensor) -> list[str]:

@@ -146,7 +146,7 @@ def model_view(module: Any, inputs: list[bytes], *, batch_size: int = 32) -> dic
     over output frames of the top posterior, "predicted_class": transcript_class of the greedy
     transcript}.
 
-    `module` is an eval-mode SpeechModule (`liveml.training.load_trained(...)[0]`). Only clips
+    `module` is an eval-mode SpeechModule (`liveml.training.run.load_trained(...)[0]`). Only clips
     of equal length share a batch, as on the server: the recognizer sees a padded clip
     differently (its features are normalized over the whole row).
     """
@@ -262,7 +262,7 @@ def voice_mix(seen: list[str], unseen: list[str], share: float) -> list[str]:
 
 
 def _check_strength(scenario: str | None, strength: float) -> float:
-    from liveml.monitor import check_scenario
+    from liveml.monitoring.monitor import check_scenario
 
     strength = check_scenario(SCENARIOS, scenario, strength)
     if scenario == "unseen_voices" and strength > 1:
@@ -287,7 +287,7 @@ def draw_inputs(
     """
     import soundfile as sf
 
-    from liveml.sampling import mix_seed
+    from liveml.data.sampling import mix_seed
     from liveml.tasks.speech.synth import render, utterance_text
 
     if stream < 0:

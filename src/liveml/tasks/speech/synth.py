@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from liveml.sampling import mix_seed
+from liveml.data.sampling import mix_seed
 from liveml.tasks.speech.text import DIGITS, normalize
 from liveml.tasks.speech.tts import SAMPLE_RATE as TTS_RATE
 from liveml.tasks.speech.tts import speak
@@ -135,7 +135,7 @@ def generate(data: Any, out_dir: str | Path) -> dict:
 
 
 def _check_voices(data: Any) -> None:
-    from liveml.config import ConfigError
+    from liveml.core.config import ConfigError
 
     sets = {split: set(getattr(data.voices, split)) for split in SPLITS}
     for split in SPLITS:

@@ -1,0 +1,331 @@
+"""Drift monitoring: the inputs a served model sees, cut into windows, each window compared
+with the reference profile stored next to the model.
+
+The reference (`paths.reference`, DVC stage `<task>_reference`) profiles fresh draws from the
+training recipe, plus the held-out part of every feedback version the model was retrained
+with, through the same features and the same model as the windows. Fresh draws rather than the
+training split itself: the model is more confident on inputs it was fitted to, so a reference
+of training inputs would make every production window look like a confidence drop.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from liveml.monitoring.drift import Profile
+
+PROFILE = "profile.npz"
+META = "reference.json"
+SUMMARY = "summary.json"
+REPORT = "report.html"
+# Draws for the reference come from this stream of the task's generator; `liveml monitor`
+# tests and benches use other streams, so none of them sees the reference's own inputs.
+REFERENCE_STREAM = 0
+
+
+class MonitorError(RuntimeError):
+    """Monitoring cannot run as asked; the message names the problem and the fix."""
+
+
+def hooks(task: str) -> ModuleType:
+    """The task's monitoring hooks: input features, model view, generator draws."""
+    return importlib.import_module(f"liveml.tasks.{task}.monitoring")
+
+
+def profile_inputs(task: str, module: Any, inputs: list[bytes]) -> tuple[Profile, dict]:
+    """(Profile of `inputs`: input features + the model's view, timing per input in ms)."""
+    h = hooks(task)
+    start = time.perf_counter()
+    rows = [h.input_features(data) for data in inputs]
+    features_s = time.perf_counter() - start
+    start = time.perf_counter()
+    view = h.model_view(module, inputs)
+    model_s = time.perf_counter() - start
+    for row, conf, cls in zip(rows, view["confidence"], view["predicted_class"], strict=True):
+        row["confidence"] = float(conf)
+        row["predicted_class"] = str(cls)
+    n = max(len(inputs), 1)
+    timing = {
+        "features_ms_per_input": round(1000 * features_s / n, 3),
+        "model_view_ms_per_input": round(1000 * model_s / n, 3),
+    }
+    return Profile.from_rows(rows, embedding=view["embedding"]), timing
+
+
+def check_scenario(scenarios: dict[str, str], scenario: str | None, strength: float) -> float:
+    """`strength` as a float after the checks every task's drift scenarios share: a known
+    scenario, a finite strength >= 0, no strength without a scenario."""
+    import math
+
+    if scenario is not None and scenario not in scenarios:
+        raise ValueError(
+            f"unknown drift scenario {scenario!r}; fix: use one of "
+            + "; ".join(f"{k} ({v})" for k, v in scenarios.items())
+        )
+    strength = float(strength)
+    if not math.isfinite(strength) or strength < 0:
+        raise ValueError(f"drift strength {strength} is not a finite number >= 0; fix: pass one")
+    if scenario is None and strength != 0:
+        raise ValueError(
+            f"drift strength {strength} without a scenario; fix: name one of {list(scenarios)}"
+        )
+    return strength
+
+
+# --- reference ------------------------------------------------------------------------------
+
+
+def feedback_holdout(feedback_dir: Path, suffixes: Iterable[str]) -> list[Path]:
+    """The held-out inputs (test split) of every feedback version under `feedback_dir`."""
+    if not feedback_dir.is_dir():
+        return []
+    found = []
+    for version in sorted(p for p in feedback_dir.iterdir() if p.is_dir()):
+        for suffix in suffixes:
+            found += sorted(version.glob(f"*/test/*.{suffix}"))
+    return found
+
+
+def build_reference(cfg: Any, project: Any) -> dict:
+    """Profile the trained model's input distribution into `paths.reference` (atomically)."""
+    from liveml.core.atomic import atomic_dir, atomic_write_json
+    from liveml.core.config import to_dict
+    from liveml.monitoring.drift import summary
+    from liveml.training.run import load_trained
+
+    module, record = load_trained(project.path(cfg.paths.model))
+    h = hooks(cfg.task.name)
+    inputs = h.draw_inputs(cfg, int(cfg.monitor.reference_size), stream=REFERENCE_STREAM)
+    held_out = feedback_holdout(project.path(cfg.paths.feedback), h.SUFFIXES)
+    inputs += [p.read_bytes() for p in held_out]
+    profile, timing = profile_inputs(cfg.task.name, module, inputs)
+    meta = {
+        "task": cfg.task.name,
+        "n": len(profile),
+        "draws": int(cfg.monitor.reference_size),
+        "feedback_inputs": len(held_out),
+        "model": {"run_id": record.get("run_id"), "weights_sha256": record.get("weights_sha256")},
+        "recipe": to_dict(cfg)["data"],
+        "features": {name: summary(v) for name, v in profile.numeric.items()},
+        "categorical": {name: _shares(v) for name, v in profile.categorical.items()},
+        "embedding_dims": None if profile.embedding is None else int(profile.embedding.shape[1]),
+        "timing": timing,
+    }
+    with atomic_dir(project.path(cfg.paths.reference)) as out:
+        profile.save(out / PROFILE)
+        atomic_write_json(out / META, meta)
+    return meta
+
+
+def load_reference(ref_dir: Path, model_record: dict | None = None) -> tuple[Profile, dict]:
+    """(profile, meta) of a reference folder; it must belong to the model of `model_record`."""
+    import json
+
+    ref_dir = Path(ref_dir)
+    if not (ref_dir / PROFILE).is_file() or not (ref_dir / META).is_file():
+        raise MonitorError(
+            f"no reference profile in {ref_dir}; fix: build it with `dvc repro` (stage "
+            "<task>_reference runs right after training)."
+        )
+    meta = json.loads((ref_dir / META).read_text())
+    if model_record is not None:
+        want = model_record.get("weights_sha256")
+        have = (meta.get("model") or {}).get("weights_sha256")
+        if want != have:
+            raise MonitorError(
+                f"the reference in {ref_dir} was made for model weights {str(have)[:12]}, but "
+                f"the model is {str(want)[:12]}; fix: `dvc repro` (re-runs <task>_reference)."
+            )
+    return Profile.load(ref_dir / PROFILE), meta
+
+
+def _shares(values) -> dict[str, float]:
+    import numpy as np
+
+    cats, counts = np.unique(values, return_counts=True)
+    return {
+        str(c): round(float(k) / max(len(values), 1), 6) for c, k in zip(cats, counts, strict=True)
+    }
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One input the model saw: capture id (or file name), when, where its bytes are."""
+
+    id: str
+    timestamp: datetime
+    path: Path
+
+
+def read_inputs(source: Path, task: str) -> list[Observed]:
+    """The inputs under `source`, oldest first: a capture root (`captures/`), one task's capture
+    folder (`captures/<task>`), or any folder of input files (time = file mtime)."""
+    from liveml.serving.capture import iter_captures
+
+    source = Path(source)
+    if not source.is_dir():
+        raise MonitorError(
+            f"{source} is not a folder; fix: point --captures at the server's capture folder "
+            "(liveml serve --capture-dir) or --inputs at a folder of input files."
+        )
+    for root in (source, source.parent) if source.name == task else (source,):
+        records = list(iter_captures(root, task))
+        if records:
+            return [
+                Observed(r["id"], datetime.fromisoformat(r["timestamp"]), Path(r["input_path"]))
+                for r in records
+            ]
+    suffixes = tuple(f".{s}" for s in hooks(task).SUFFIXES)
+    files = [p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
+    stamped = sorted((os.stat(p).st_mtime_ns, str(p), p) for p in files)
+    return [
+        Observed(str(p.relative_to(source)), datetime.fromtimestamp(ns / 1e9, UTC), p)
+        for ns, _, p in stamped
+    ]
+
+
+# --- monitoring -----------------------------------------------------------------------------
+
+
+@dataclass
+class Monitoring:
+    """A monitoring pass: the summary (what `summary.json` holds) and the inputs per window."""
+
+    summary: dict
+    windows: list[list[Observed]]
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.summary["drift"])
+
+
+def monitor(
+    cfg: Any,
+    project: Any,
+    source: Path,
+    *,
+    window: int | None = None,
+    every: str | None = None,
+    after: str | None = None,
+) -> Monitoring:
+    """Compare every full window of inputs under `source` (those after capture id `after`,
+    when given) with the reference of the pipeline's current model."""
+    import numpy as np
+
+    from liveml.monitoring.drift import compare, parse_every, windows
+    from liveml.training.run import load_trained
+
+    m = cfg.monitor
+    every = every if every is not None else (None if window else m.every)
+    size = None if every else int(window or m.window)
+    if size is not None and size < 2:
+        raise MonitorError(f"--window {size} is too small; fix: use at least 2 inputs.")
+    module, record = load_trained(project.path(cfg.paths.model))
+    reference, meta = load_reference(project.path(cfg.paths.reference), record)
+    items = read_inputs(source, cfg.task.name)
+    if after:
+        items = [i for i in items if i.id > after]
+    spans = windows(
+        [i.timestamp for i in items], size=size, every=parse_every(every) if every else None
+    )
+    used = np.concatenate(spans) if spans else np.array([], dtype=int)
+    profile = None
+    if len(used):
+        profile, timing = profile_inputs(
+            cfg.task.name, module, [items[i].path.read_bytes() for i in used]
+        )
+    reports, groups, offset = [], [], 0
+    for index, span in enumerate(spans):
+        rows = np.arange(offset, offset + len(span))
+        offset += len(span)
+        group = [items[i] for i in span]
+        report = compare(
+            reference,
+            profile.take(rows),
+            alpha=float(m.alpha),
+            permutations=int(m.permutations),
+            seed=index,
+        )
+        reports.append(
+            {
+                "index": index,
+                "start": group[0].timestamp.isoformat(),
+                "end": group[-1].timestamp.isoformat(),
+                "first": group[0].id,
+                "last": group[-1].id,
+                **report,
+            }
+        )
+        groups.append(group)
+    flags = [w["drift"] for w in reports]
+    summary = {
+        "task": cfg.task.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": str(Path(source).absolute()),
+        "reference": {
+            "path": str(project.path(cfg.paths.reference) / PROFILE),
+            "n": meta["n"],
+            "model": meta["model"],
+            "features": meta["features"],
+        },
+        "settings": {
+            "window": size,
+            "every": every,
+            "alpha": float(m.alpha),
+            "consecutive": int(m.consecutive),
+            "permutations": int(m.permutations),
+        },
+        "inputs": len(items),
+        "windows": reports,
+        "drift": any(flags),
+        "drifted_windows": [i for i, f in enumerate(flags) if f],
+        "longest_run": _longest_run(flags),
+        "trailing_run": _trailing_run(flags),
+        "persistent": _trailing_run(flags) >= int(m.consecutive),
+        "timing": timing if profile is not None else None,
+        "retrain": None,
+    }
+    return Monitoring(summary, groups)
+
+
+def write_reports(result: Monitoring, out_dir: Path, *, html: bool = True) -> Path:
+    """`out_dir/window_<i>.json` per window, `summary.json`, and `report.html`."""
+    from liveml.core.atomic import atomic_write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for report in result.summary["windows"]:
+        atomic_write_json(out_dir / f"window_{report['index']:04d}.json", report)
+    atomic_write_json(out_dir / SUMMARY, result.summary)
+    if html:
+        from liveml.monitoring.report import write_html
+
+        write_html(result.summary, out_dir / REPORT)
+    return out_dir
+
+
+def _longest_run(flags: list[bool]) -> int:
+    best = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        best = max(best, run)
+    return best
+
+
+def _trailing_run(flags: list[bool]) -> int:
+    run = 0
+    for flag in reversed(flags):
+        if not flag:
+            break
+        run += 1
+    return run

@@ -1,0 +1,243 @@
+"""Lineage of a run: code state, data hashes, environment, fingerprint, and the run record.
+
+A trained model is a function of (code, fingerprint view of the config, data); the fingerprint
+hashes exactly those three, so the same fingerprint means the same run (checkpoints are resumed
+only within one fingerprint) and a reproduction can tell what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from liveml.core.project import Project
+
+# Files the pipeline itself writes into the git tree. They derive from conf/ and data (both
+# recorded on their own), so they are not part of the code state: otherwise running
+# `liveml params` or a DVC stage would make the code look edited.
+PIPELINE_WRITTEN = ("dvc.lock", "params.yaml")
+
+# Packages whose versions decide the numbers a training run computes.
+ENV_PACKAGES = ("torch", "torchvision", "torchaudio", "lightning", "numpy")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """One byte string per value: sorted keys, no whitespace, so equal values hash equally."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, check=False)
+
+
+def code_state(root: str | os.PathLike, exclude: Iterable[str] = PIPELINE_WRITTEN) -> dict:
+    """Git HEAD, whether the worktree differs from it, and a hash of that difference.
+
+    `dirty` counts tracked changes (staged or not) and untracked files that git does not ignore;
+    `diff_sha256` hashes `git diff HEAD` plus the untracked files' paths and contents (None when
+    clean). Paths in `exclude` (relative to `root`) are left out. Outside git: all None.
+    """
+    root = Path(root).resolve()
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        return {"commit": None, "dirty": None, "diff_sha256": None}
+    head = _git(root, "rev-parse", "--verify", "-q", "HEAD")
+    commit = head.stdout.decode().strip() if head.returncode == 0 else None
+
+    # Pathspecs are relative to the cwd (root); excluded paths that do not exist are harmless,
+    # paths outside the repo would be an error, and they cannot be in the diff anyway.
+    spec = ["--", ".", *(f":(exclude){p}" for p in _inside(root, exclude))]
+    # Without a first commit there is no HEAD to diff against: the index is the change.
+    base = ["diff", "HEAD"] if commit else ["diff", "--cached"]
+    diff = _git(root, *base, "--binary", "--no-ext-diff", "--no-color", *spec)
+    if diff.returncode != 0:
+        raise RuntimeError(f"git diff failed in {root}: {diff.stderr.decode().strip()}")
+    untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard", *spec)
+    files = sorted(f for f in untracked.stdout.decode().split("\0") if f)
+
+    if not diff.stdout and not files:
+        return {"commit": commit, "dirty": False, "diff_sha256": None}
+    h = hashlib.sha256(diff.stdout)
+    for rel in files:
+        p = root / rel
+        h.update(b"\0untracked\0" + rel.encode() + b"\0")
+        # A file can vanish between listing and reading (another process); hash what is there.
+        if p.is_file():
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return {"commit": commit, "dirty": True, "diff_sha256": h.hexdigest()}
+
+
+def _inside(root: Path, paths: Iterable[str]) -> list[str]:
+    out = []
+    for p in paths:
+        p = Path(p)
+        if p.is_absolute():
+            if not p.resolve().is_relative_to(root):
+                continue
+            p = p.resolve().relative_to(root)
+        out.append(p.as_posix())
+    return out
+
+
+def data_hashes(root: str | os.PathLike, paths: Iterable[str]) -> dict[str, str]:
+    """The hash DVC records in dvc.lock for each path: md5 of a file, `<md5>.dir` of a folder.
+
+    Computed with DVC's own hashing (dvc_data's `build`, honouring .dvcignore like `dvc add`),
+    so a run record can be compared with dvc.lock and .dvc files directly.
+    """
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+    from dvc_objects.fs.memory import MemoryFileSystem
+
+    root = Path(root).resolve()
+    fs = LocalFileSystem()
+    ignore = _dvcignore(fs, root)
+    # dry_run: hash only; the tree object goes to an in-memory staging area we drop afterwards.
+    odb = HashFileDB(MemoryFileSystem(), f"memory://liveml-hash-{os.getpid()}")
+    out: dict[str, str] = {}
+    for rel in paths:
+        path = root / rel
+        if not path.exists():
+            raise FileNotFoundError(
+                f"data path {rel!r} does not exist under {root}; fix: `dvc pull` or "
+                "`dvc repro generate` to create it."
+            )
+        staging, _, obj = build(odb, str(path), fs, "md5", dry_run=True, ignore=ignore)
+        out[str(rel)] = obj.hash_info.value
+        # The global memory filesystem would keep these blobs for the life of the process.
+        if staging.fs.exists(staging.path):
+            staging.fs.rm(staging.path, recursive=True)
+        if obj.path and obj.fs.protocol == "memory" and obj.fs.exists(obj.path):
+            obj.fs.rm_file(obj.path)
+    return out
+
+
+def _dvcignore(fs, root: Path):
+    """DVC's .dvcignore filter of the repo at `root` (None outside a DVC repo)."""
+    if not (root / ".dvc").is_dir():
+        return None
+    from dvc.ignore import DvcIgnoreFilter
+
+    return DvcIgnoreFilter(fs, str(root))
+
+
+def environment(root: str | os.PathLike) -> dict:
+    """Python, platform, the numeric packages' versions and the lock file's hash."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ENV_PACKAGES:
+        try:
+            env[pkg] = version(pkg)
+        except PackageNotFoundError:
+            env[pkg] = None
+    lock = Project(Path(root)).lock_file
+    env["lock_sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+    return env
+
+
+def fingerprint(code: Mapping, config_view: Mapping, data: Mapping) -> str:
+    """sha256 of the canonical JSON of (code, config view, data): what decides the weights."""
+    payload = {"code": dict(code), "config": dict(config_view), "data": dict(data)}
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def fingerprint_parts(code: Mapping, config_view: Mapping, data: Mapping) -> dict[str, str]:
+    """sha256 of each of the fingerprint's three inputs: which of code, hyperparameters and
+    data two runs differ in, at a glance (W&B groups and compares by these)."""
+    return {
+        "code": hashlib.sha256(canonical_json(dict(code))).hexdigest(),
+        "config": hashlib.sha256(canonical_json(dict(config_view))).hexdigest(),
+        "data": hashlib.sha256(canonical_json(dict(data))).hexdigest(),
+    }
+
+
+def weights_sha256(state_dict: Mapping[str, Any]) -> str:
+    """sha256 over sorted keys, dtype, shape and raw bytes: equal iff the tensors are equal."""
+    import torch
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        value = state_dict[key]
+        if isinstance(value, torch.Tensor):
+            t = value.detach().to("cpu").contiguous()
+            head = {"key": key, "dtype": str(t.dtype), "shape": list(t.shape)}
+            # Viewing as bytes works for every dtype (numpy has no bfloat16).
+            raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        else:
+            head = {"key": key, "value": repr(value)}
+            raw = b""
+        # Length-prefixed parts: no two different state dicts give the same byte stream.
+        for part in (canonical_json(head), raw):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+    return h.hexdigest()
+
+
+def pipeline_outputs(cfg, project: Project | None = None) -> list[str]:
+    """Files and folders under the project that the pipeline writes (not code): those of `cfg`
+    and, with `project`, those of every task in its params.yaml, since one task's outputs
+    (e.g. metrics/defects.json) change while `dvc repro` goes on to train another task."""
+    configs = [cfg]
+    if project is not None and project.params_file.is_file():
+        import yaml
+
+        params = yaml.safe_load(project.params_file.read_text()) or {}
+        tasks = params.get("tasks")
+        configs += list(tasks.values()) if isinstance(tasks, Mapping) else []
+    keys = (
+        "data",
+        "recipes",
+        "data_report",
+        "model",
+        "checkpoints",
+        "metrics",
+        "plots",
+        "export",
+        "runs",
+    )
+    out = list(PIPELINE_WRITTEN)
+    for c in configs:
+        paths = c["paths"] if isinstance(c, Mapping) else c.paths
+        out += [str(paths[k]) for k in keys if k in paths and str(paths[k]) not in out]
+    return out
+
+
+def new_run_id(fp: str, now: float | None = None) -> str:
+    """Time-sortable (UTC) id plus the fingerprint prefix, e.g. `20261124-153012-ab12cd34`."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + fp[:8]
+
+
+def new_record(cfg, project: Project, data_paths: Iterable[str]) -> dict:
+    """The run record of docs/architecture.md, before training (no metrics or weights yet)."""
+    from liveml.core.config import fingerprint_view, to_dict
+
+    config = to_dict(cfg) if not isinstance(cfg, dict) else cfg
+    code = code_state(project.root, exclude=pipeline_outputs(config, project))
+    data = data_hashes(project.root, data_paths)
+    view = fingerprint_view(config)
+    fp = fingerprint(code, view, data)
+    now = time.time()
+    return {
+        "run_id": new_run_id(fp, now),
+        "task": config["task"]["name"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "fingerprint": fp,
+        "fingerprint_parts": fingerprint_parts(code, view, data),
+        "code": code,
+        "config": config,
+        "data": data,
+        "environment": environment(project.root),
+        "seed": config.get("seed"),
+        "metrics": {},
+        "weights_sha256": None,
+        "wandb": None,
+    }
