@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # DVC stage commands call `python`/`liveml`: make them the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv chromium params repro test test-slow lint format lock bench bench-serve bench-drift model-diff serve clean-venv
+.PHONY: venv chromium params repro test test-slow lint bandit format lock bench bench-serve bench-drift model-diff serve clean-venv
 
 # The venv is (re)built from the hashed lock whenever the lock changes.
 $(VENV)/.synced: requirements.lock requirements-bootstrap.lock pyproject.toml
@@ -25,7 +25,8 @@ chromium:
 params: venv
 	$(BIN)/liveml params
 
-# Recompose params.yaml from conf/ first, so an edit in conf/ re-runs exactly what it affects.
+# Regenerate params.yaml and dvc.yaml from conf/ (and the installed tasks) first, so an edit in
+# conf/ re-runs exactly what it affects.
 repro: params
 	$(BIN)/dvc repro
 
@@ -38,11 +39,15 @@ test-slow: venv chromium
 	$(BIN)/pytest -m slow
 
 # ruff skips files without a .py suffix when it scans folders: name the CI script.
-LINTED := src tests bench .ci/model-diff
+LINTED := src tests bench examples .ci/model-diff
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+
+# Security lint of the package: medium and high findings (each kept one is justified in place).
+bandit: venv
+	$(BIN)/bandit -r src -ll -q
 
 format: venv
 	$(BIN)/ruff format $(LINTED)

@@ -1,18 +1,30 @@
-"""Speed of `liveml compare` on a big run store: 200 runs x 1,000 logged steps (full speech
-configs, 4 metrics, Hydra sweeps and DVC experiments), built in a temp project.
+"""Speed of `liveml compare` on big run stores: 10,000 and 100,000 realistic runs.
 
-Times the whole `liveml compare` process (median of N): the table (target <= 2 s), sorted,
-one sweep, JSON, a diff, and the HTML report (which also reads every metrics.csv).
+For each size, a throw-away project gets a run store written directly as files
+(bench/runstore_gen.py: two tasks with their full configs, Hydra grid and Optuna sweeps, DVC
+experiments, reproductions, final metrics, a metrics.csv per run and a 1,000-step log for 1 run
+in 100), with no index: what rsync or an older liveml leaves. Then:
 
-    .venv/bin/python bench/compare.py [--runs 200] [--steps 1000] [--repeat 3]
+- the index is built from scratch (one process, timed);
+- each command below runs as its own `liveml` process, 5 times: median and max wall time,
+  median CPU time (user + sys) of the process;
+- `after a new run`: a run saved through RunStore.save (the writer updates the index), then
+  `liveml compare`; `after an rsync'd run`: a run folder copied in (the reader re-lists);
+- at 10,000 runs, the same table without the index (LIVEML_RUN_INDEX=off: every run.json read).
+
+Targets (issue 15): the table <= 1 s for the whole process, `--diff` <= 0.5 s.
+The machine's load average is printed: on a shared machine wall times include waiting.
+
+    .venv/bin/python bench/compare.py [--runs 10000,100000] [--repeat 5] [--dir /tmp]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
-import random
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -20,209 +32,150 @@ import tempfile
 import time
 from pathlib import Path
 
-from liveml.tracking.runs import RunStore
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-TARGET_TABLE_S = 2.0
-METRICS = ("train/loss", "val/cer", "val/loss", "val/wer")
-VOICES = [f"voice{i}" for i in range(49)]
-COMMANDS = ["stop", "go", "yes", "no", "up", "down", "turn left", "turn right", "lights on"]
+from runstore_gen import write_store
 
-
-def speech_config(lr: float, dropout: float, hidden: int, snr: list[float], seed: int) -> dict:
-    """A resolved speech config shaped like the real ones (same groups, similar size)."""
-    return {
-        "seed": seed,
-        "task": {
-            "name": "speech",
-            "classes": [],
-            "targets": {"cer": {"min": None, "max": 0.05}, "rtf": {"min": None, "max": 0.1}},
-        },
-        "model": {
-            "name": "crnn_ctc",
-            "n_mels": 64,
-            "win_ms": 25.0,
-            "hop_ms": 10.0,
-            "channels": [32, 32],
-            "time_strides": [2, 1],
-            "rnn_hidden": hidden,
-            "rnn_layers": 2,
-            "dropout": dropout,
-            "freq_masks": 2,
-            "freq_mask_width": 10,
-            "time_masks": 2,
-            "time_mask_width": 12,
-            "speed_perturb": [0.85, 1.15],
-            "gain_db": 6.0,
-            "echo_prob": 0.5,
-            "vtlp": [0.9, 1.3],
-            "lr": lr,
-            "weight_decay": 0.0001,
-            "warmup_frac": 0.1,
-            "batch_size": 32,
-        },
-        "data": {
-            "seed": 0,
-            "sample_rate": 16000,
-            "n_train": 2400,
-            "n_val": 200,
-            "n_test": 300,
-            "max_digits": 4,
-            "command_share": 0.4,
-            "commands": COMMANDS,
-            "voices": {"train": VOICES[:40], "val": VOICES[40:45], "test": VOICES[45:]},
-            "conditions": {"rate": [140.0, 200.0], "snr_db": snr, "reverb": 0.3},
-        },
-        "trainer": {
-            "accelerator": "cpu",
-            "devices": 1,
-            "max_epochs": 20,
-            "max_steps": -1,
-            "precision": "32-true",
-            "deterministic": True,
-            "num_threads": 2,
-            "num_workers": 0,
-            "log_every_n_steps": 1,
-            "limit_val_batches": 1.0,
-        },
-        "logger": {"mode": "offline", "project": "liveml", "entity": None, "dir": "wandb"},
-        "paths": {"data": "data/speech/raw", "runs": "runs", "model": "data/speech/model"},
-    }
+TARGETS = {"table": 1.0, "diff": 0.5}
 
 
-def sweep_of(i: int) -> dict | None:
-    """Runs 0-159: four Hydra sweeps of 40 jobs; 160-179: DVC experiments; the rest: none."""
-    if i < 160:
-        return {
-            "name": f"sweeps/2026-11-25_1{i // 40}-00-00",
-            "kind": "hydra",
-            "job": i % 40,
-            "overrides": {"model.lr": "..."},
-            "experiment": None,
-        }
-    if i < 180:
-        return {
-            "name": "dvc:0709d26",
-            "kind": "dvc",
-            "job": None,
-            "overrides": {"tasks.speech.model.lr": "..."},
-            "experiment": f"exp-{i}",
-        }
-    return None
+def liveml(root: Path, args: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one `liveml ARGS` process in project `root`."""
+    env = {**os.environ, "LIVEML_ROOT": str(root), **(env or {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "liveml", *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        sys.exit(f"liveml {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
-def write_metrics(path: Path, steps: int, rng: random.Random, quality: float) -> dict:
-    """A metrics.csv of `steps` rows (train loss each step, val metrics every 50); returns the
-    final values."""
-    lines = ["step,epoch," + ",".join(METRICS)]
-    final = {}
-    for step in range(steps):
-        loss = 3.0 * math.exp(-step / (steps / 4)) + quality + rng.random() * 0.05
-        val = step % 50 == 49
-        cer = quality * (1 + 5 * math.exp(-step / (steps / 5)))
-        row = [loss, *((cer, loss * 0.9, cer * 3) if val else ("", "", ""))]
-        lines.append(f"{step},{step // 50}," + ",".join(f"{v:.6g}" if v != "" else "" for v in row))
-        final = {"train/loss": loss, "val/cer": cer, "val/loss": loss * 0.9, "val/wer": cer * 3}
-    path.write_text("\n".join(lines) + "\n")
-    return final
-
-
-def build_store(root: Path, runs: int, steps: int) -> RunStore:
-    """A project at `root` (conf/config.yaml marks it) with `runs` saved runs."""
-    (root / "conf").mkdir(parents=True)
-    (root / "conf" / "config.yaml").write_text("# liveml compare bench project\n")
-    store = RunStore(root / "runs")
-    rng = random.Random(0)
-    csv = root / "metrics.tmp.csv"
-    for i in range(runs):
-        lr = rng.choice([0.001, 0.003, 0.01])
-        dropout = rng.choice([0.0, 0.1, 0.2])
-        hidden = rng.choice([64, 128, 256])
-        quality = 0.002 + lr * dropout + 0.01 / hidden * 10
-        final = write_metrics(csv, steps, rng, quality)
-        fp = f"{i:08x}" * 8
-        record = {
-            "run_id": time.strftime("%Y%m%d-%H%M%S", time.gmtime(1_790_000_000 + 60 * i))
-            + f"-{fp[:8]}",
-            "task": "speech",
-            "created": "2026-11-25T10:00:00Z",
-            "fingerprint": fp,
-            "fingerprint_parts": {"code": "c" * 64, "config": fp, "data": "d" * 64},
-            "code": {
-                "commit": ("0709d26d4ec5" if i < 100 else "2fecc79a8b1e") + "0" * 28,
-                "dirty": i % 25 == 0,
-                "diff_sha256": "e" * 64 if i % 25 == 0 else None,
-            },
-            "config": speech_config(lr, dropout, hidden, [15.0, 40.0 - i % 2 * 10], seed=0),
-            "data": {"data/speech/raw": "a3ec42ab1cdc24e099607d46061e82bb.dir"},
-            "environment": {"python": "3.11.7", "torch": "2.11.0", "lightning": "2.6.6"},
-            "seed": 0,
-            "metrics": final,
-            "weights_sha256": "f" * 64,
-            "wandb": {"id": f"w{i}", "mode": "offline", "dir": "wandb"},
-            "resumed_from": None,
-            "sweep": sweep_of(i),
-            "status": "pruned" if i % 17 == 0 else "finished",
-            "train_seconds": 421.5,
-            "epochs": steps // 50,
-            "global_step": steps,
-        }
-        store.save(record, files={"metrics.csv": csv})
-    csv.unlink()
-    return store
-
-
-def timed(root: Path, args: list[str], repeat: int) -> list[float]:
-    env = {**os.environ, "LIVEML_ROOT": str(root)}
-    times = []
+def python_startup(repeat: int) -> tuple[float, float]:
+    walls = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "liveml", *args],
-            cwd=root,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls), max(walls)
+
+
+def build_index(runs: Path) -> tuple[float, dict]:
+    """Seconds to build the index of `runs` from scratch in a fresh process, and its counts."""
+    code = (
+        "import json, sys; from liveml.tracking.index import RunIndex; "
+        "i = RunIndex(sys.argv[1]).open(); print(json.dumps(i.sync()))"
+    )
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(runs)], capture_output=True, text=True, check=True
+    )
+    return time.perf_counter() - start, json.loads(out.stdout)
+
+
+def one_run(root: Path, template: str, i: int) -> None:
+    """Save one more run through RunStore.save (the writer path, which updates the index)."""
+    from liveml.tracking.runs import RunStore
+
+    store = RunStore(root / "runs")
+    record = json.loads((store.path / template / "run.json").read_text())
+    record["run_id"] = f"20991231-{i:06d}-benchrun"
+    record["metrics"] = {k: v * 1.01 for k, v in record["metrics"].items()}
+    store.save(record, files={"metrics.csv": store.path / template / "metrics.csv"})
+
+
+def bench_size(base: Path, n: int, repeat: int) -> None:
+    root = base / f"proj{n}"
+    (root / "conf").mkdir(parents=True)
+    (root / "conf" / "config.yaml").write_text("# liveml compare bench project\n")
+    runs = root / "runs"
+    load = os.getloadavg()
+    start = time.perf_counter()
+    stepped = write_store(runs, n)
+    written = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in runs.rglob("*") if f.is_file()) / 2**20
+    print(
+        f"\n== {n:,} runs ({stepped:,} with a 1,000-step log; {size:,.0f} MiB of files), "
+        f"written in {written:.1f} s (plain json/os, no liveml)"
+    )
+    print(
+        f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
+
+    if n <= 20_000:
+        wall, cpu = liveml(root, ["compare"], env={"LIVEML_RUN_INDEX": "off"})
+        print(
+            f"without the index (every run.json read): liveml compare {wall:.2f} s "
+            f"(cpu {cpu:.2f} s)"
         )
-        times.append(time.perf_counter() - start)
-    return times
+    built, counts = build_index(runs)
+    db = (runs / ".index" / "runs.sqlite").stat().st_size / 2**20
+    print(
+        f"index built from scratch: {built:.1f} s ({counts['added']:,} runs, "
+        f"{db:.0f} MiB: runs/.index/runs.sqlite)"
+    )
+    time.sleep(2.5)  # past the settle time of the runs folder's mtime (see liveml.tracking.index)
+    liveml(root, ["compare", "--limit", "1"])  # the first reader records the settled gate
+
+    names = sorted(e for e in os.listdir(runs) if not e.startswith("."))
+    a, b = names[len(names) // 3], names[-1]
+    cases = [
+        ("liveml compare (table)", "table", ["compare"]),
+        ("--sort val/loss --desc", "table", ["compare", "--sort", "val/loss", "--desc"]),
+        ("--sort model.lr", "table", ["compare", "--sort", "model.lr"]),
+        ("--json", "table", ["compare", "--json"]),
+        ("--task speech", "table", ["compare", "--task", "speech"]),
+        ("--status pruned", "table", ["compare", "--status", "pruned"]),
+        ("--sweep last", "table", ["compare", "--sweep", "last"]),
+        ("--sort val/loss --limit 20", "table", ["compare", "--sort", "val/loss", "--limit", "20"]),
+        ("--diff A B (ids)", "diff", ["compare", "--diff", a, b]),
+        ("--diff A B (id prefixes)", "diff", ["compare", "--diff", a[:15], b[:15]]),
+    ]
+    print(f"{'command':30s} {'median':>8s} {'max':>8s} {'cpu':>7s}  target")
+    for name, kind, args in cases:
+        t = [liveml(root, args) for _ in range(repeat)]
+        report(name, [w for w, _ in t], [c for _, c in t], TARGETS.get(kind))
+
+    t = []
+    for i in range(repeat):
+        one_run(root, a, i)
+        t.append(liveml(root, ["compare"]))
+    report("after a new run (writer)", [w for w, _ in t], [c for _, c in t], TARGETS["table"])
+    t = []
+    for i in range(repeat):
+        shutil.copytree(runs / a, runs / f"20991231-rsync{i:02d}-copy")
+        t.append(liveml(root, ["compare"]))
+    report("after an rsync'd run (re-list)", [w for w, _ in t], [c for _, c in t], TARGETS["table"])
+    load = os.getloadavg()
+    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def report(name: str, walls: list[float], cpus: list[float], target: float | None) -> None:
+    med = statistics.median(walls)
+    goal = f"<= {target:g} s {'ok' if med <= target else 'MISSED'}" if target else ""
+    print(f"{name:30s} {med:7.3f}s {max(walls):7.3f}s {statistics.median(cpus):6.3f}s  {goal}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--runs", default="10000,100000", help="comma-separated store sizes")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--dir", default=None, help="where the temp stores go (default: $TMPDIR)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="liveml-bench-compare-") as tmp:
-        root = Path(tmp) / "proj"
-        start = time.perf_counter()
-        store = build_store(root, args.runs, args.steps)
-        ids = store.ids()
-        print(f"built {len(ids)} runs x {args.steps} steps in {time.perf_counter() - start:.1f} s")
-        report = root / "report.html"
-        cases = [
-            ("python startup (baseline)", None, []),
-            ("liveml compare (table)", TARGET_TABLE_S, ["compare"]),
-            ("--sort val/cer --desc", TARGET_TABLE_S, ["compare", "--sort", "val/cer", "--desc"]),
-            ("--sweep last", TARGET_TABLE_S, ["compare", "--sweep", "last"]),
-            ("--json", TARGET_TABLE_S, ["compare", "--json"]),
-            ("--diff A B", None, ["compare", "--diff", ids[0], ids[-1]]),
-            ("--html (report)", None, ["compare", "--html", str(report)]),
-        ]
-        print(f"{'command':28s} {'median':>8s} {'max':>8s}  target")
-        for name, target, cmd in cases:
-            if cmd:
-                t = timed(root, cmd, args.repeat)
-            else:
-                t = []
-                for _ in range(args.repeat):
-                    begin = time.perf_counter()
-                    subprocess.run([sys.executable, "-c", "pass"], check=True)
-                    t.append(time.perf_counter() - begin)
-            goal = f"<= {target:.0f} s" if target else ""
-            print(f"{name:28s} {statistics.median(t):7.3f}s {max(t):7.3f}s  {goal}")
-        print(f"report size {report.stat().st_size / 2**20:.1f} MiB ({args.repeat} runs each)")
+    med, worst = python_startup(args.repeat)
+    print(f"python startup (baseline): median {med:.3f} s, max {worst:.3f} s")
+    for n in (int(x) for x in args.runs.split(",")):
+        with tempfile.TemporaryDirectory(prefix="liveml-bench-compare-", dir=args.dir) as tmp:
+            bench_size(Path(tmp), n, args.repeat)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ For each task, the reference is built as the `<task>_reference` stage builds it 
 not yet retrained on feedback (fresh draws of the training recipe from stream 0, profiled by
 the trained model in data/<task>/model), in memory; nothing is written under data/. Pools of
 profiled inputs come from other streams: one in-distribution pool and one pool per (scenario,
-strength) of the task's SCENARIOS. Windows of 50/200/1000 inputs are random subsets of a pool
+strength) of the task's `scenarios`. Windows of 50/200/1000 inputs are random subsets of a pool
 (no repeats inside a window); each goes through `monitoring.drift.compare` with the configured
 alpha and permutations, as `liveml monitor` does.
 
@@ -40,7 +40,7 @@ from typing import Any
 
 SIZES = (50, 200, 1000)
 # Graded strengths, from undetected to detected; the issue's two targets are darker 0.3 and
-# noisier 10 (dB). Meanings: the task's monitoring.SCENARIOS.
+# noisier 10 (dB). Meanings: the task's `scenarios` (its Task class).
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "defects": {
         "darker": (0.02, 0.05, 0.1, 0.3, 0.5),
@@ -96,13 +96,15 @@ def _loaded(task: str) -> tuple[Any, Any]:
 def profile_chunk(task: str, scenario: str | None, strength: float, stream: int, n: int):
     """(Profile, timing) of `n` fresh inputs of stream `stream`, drifted as asked; timing adds
     the generator's draw time per input (not part of the monitor's cost)."""
-    from liveml.monitoring.monitor import hooks, profile_inputs
+    from liveml.monitoring.monitor import draw_inputs, profile_inputs
+    from liveml.tasks import get_task
 
     cfg, module = _loaded(task)
+    contract = get_task(task)
     start = time.perf_counter()
-    inputs = hooks(task).draw_inputs(cfg, n, stream=stream, scenario=scenario, strength=strength)
+    inputs = draw_inputs(contract, cfg, n, stream=stream, scenario=scenario, strength=strength)
     draw_ms = 1000 * (time.perf_counter() - start) / max(n, 1)
-    profile, timing = profile_inputs(task, module, inputs)
+    profile, timing = profile_inputs(contract, module, inputs)
     return profile, {**timing, "draw_ms_per_input": round(draw_ms, 3), "n": n}
 
 
@@ -137,29 +139,31 @@ def window_results(reference, pool, size: int, windows: list[tuple[int, Any]], m
 def labelled_quality(task: str, scenario: str | None, strength: float, n_test: int) -> dict:
     """The headline metric on `n_test` labelled test inputs of the recipe, drifted as asked,
     written by the task's own generator into a temp folder."""
+    import dataclasses
+
     from omegaconf import OmegaConf
 
+    from liveml.data.feedback import score
     from liveml.tasks import get_task
-    from liveml.tasks.defects.feedback import quality as defects_quality
-    from liveml.tasks.speech.feedback import quality as speech_quality
 
     cfg, module = _loaded(task)
-    if task == "defects":
-        import dataclasses
-
-        from liveml.tasks.defects.monitoring import drifted_recipe
-
-        data = dataclasses.asdict(drifted_recipe(cfg.data, scenario, strength))
-        quality = defects_quality
+    contract = get_task(task)
+    if task == "speech":
+        recipe = _speech_recipe(cfg.data, scenario, strength)
+    elif scenario is None or strength == 0:
+        recipe = cfg.data
     else:
-        data = OmegaConf.to_container(_speech_recipe(cfg.data, scenario, strength), resolve=True)
-        quality = speech_quality
+        recipe = contract.drifted_recipe(cfg.data, scenario, strength)
+    if dataclasses.is_dataclass(recipe):
+        data = dataclasses.asdict(recipe)
+    else:
+        data = OmegaConf.to_container(recipe, resolve=True)
     # Only the test split is scored: nothing in train/val.
     data.update(n_train=0, n_val=0, n_test=int(n_test))
     labelled = OmegaConf.merge(cfg, {"data": data})
     with tempfile.TemporaryDirectory(prefix="liveml-drift-power-") as tmp:
-        get_task(task).generate(labelled, tmp)
-        return quality(labelled, module, tmp, split="test")
+        contract.generate(labelled, tmp)
+        return score(contract, labelled, module, tmp, split="test")
 
 
 def _speech_recipe(data_cfg: Any, scenario: str | None, strength: float):

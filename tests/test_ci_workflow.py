@@ -184,7 +184,7 @@ def test_model_diff_of_a_pull_request_from_scratch(tmp_path: Path):
     git(repo, "checkout", "-q", "-b", "lr")
     set_values(repo / "conf", "model/fcos_tiny.yaml", {"lr": 0.0123})
     # A change the tiny recipe hides: the summary must say so.
-    set_values(repo / "conf", "trainer/cpu.yaml", {"max_epochs": 31})
+    set_values(repo / "conf", "trainer/defects.yaml", {"max_epochs": 31})
     git(repo, "commit", "-qam", "defects lr 0.0123")
     summary = tmp_path / "summary.md"
 
@@ -192,7 +192,7 @@ def test_model_diff_of_a_pull_request_from_scratch(tmp_path: Path):
     assert out.returncode == 0, out.stderr[-4000:]
 
     text = summary.read_text()
-    assert "`trainer/cpu.yaml: max_epochs`" in text.split("**Stages re-run:**")[0]
+    assert "`trainer/defects.yaml: max_epochs`" in text.split("**Stages re-run:**")[0]
     params = text.split("### Params")[1]
     assert any(
         "tasks.defects.model.lr" in line and "0.0123" in line for line in params.splitlines()

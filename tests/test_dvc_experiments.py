@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from liveml.core.project import Project
 from liveml.tracking.runs import RunStore
@@ -50,8 +51,16 @@ def experiments(repo: Path) -> dict[str, dict]:
 # 77 s: slow. The default suite still runs a DVC experiment end to end (tests/test_retrain.py).
 @pytest.mark.slow
 def test_queued_grid_runs_on_two_workers(repo: Path):
+    from liveml.core.config import pipeline_tasks
+    from liveml.tasks import get_task
+
+    task = pipeline_tasks(Project(repo))[0]
+    metrics_file = yaml.safe_load((repo / "params.yaml").read_text())["tasks"][task]["paths"][
+        "metrics"
+    ]
+    headline = get_task(task).headline.metric
     before = {r["run_id"] for r in RunStore.for_project(Project(repo)).list()}
-    run(["dvc", "exp", "run", "--queue", "-S", "tasks.defects.model.lr=0.001,0.003"], repo)
+    run(["dvc", "exp", "run", "--queue", "-S", f"tasks.{task}.seed=1,2"], repo)
     queued = run(["dvc", "queue", "status"], repo).stdout
     assert queued.count("Queued") == 2, queued
     run(["dvc", "queue", "start", "-j", "2"], repo)
@@ -59,17 +68,17 @@ def test_queued_grid_runs_on_two_workers(repo: Path):
     assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "-h"], repo).stdout
 
     exps = experiments(repo)
-    lrs = {name: e["params"]["tasks"]["defects"]["model"]["lr"] for name, e in exps.items()}
-    assert sorted(lrs.values()) == [0.001, 0.003]
+    seeds = {name: e["params"]["tasks"][task]["seed"] for name, e in exps.items()}
+    assert sorted(seeds.values()) == [1, 2]
     for name, e in exps.items():
-        assert e["metrics"]["metrics/defects.json"]["data"]["map_50"] >= 0, name
+        assert e["metrics"][metrics_file]["data"][headline] >= 0, name
 
     # The experiments ran in throw-away copies; their run records came home to this repo.
     new = [r for r in RunStore.for_project(Project(repo)).list() if r["run_id"] not in before]
-    defects = [r for r in new if r["task"] == "defects"]
-    assert sorted(r["config"]["model"]["lr"] for r in defects) == [0.001, 0.003]
-    for r in defects:
-        assert r["sweep"]["kind"] == "dvc" and r["sweep"]["experiment"] in lrs
-        assert lrs[r["sweep"]["experiment"]] == r["config"]["model"]["lr"]
+    trained = [r for r in new if r["task"] == task]
+    assert sorted(r["config"]["seed"] for r in trained) == [1, 2]
+    for r in trained:
+        assert r["sweep"]["kind"] == "dvc" and r["sweep"]["experiment"] in seeds
+        assert seeds[r["sweep"]["experiment"]] == r["config"]["seed"]
         assert Path(r["wandb"]["dir"]).is_relative_to(repo / "wandb")
-    assert len({r["sweep"]["name"] for r in defects}) == 1  # one baseline: one group
+    assert len({r["sweep"]["name"] for r in trained}) == 1  # one baseline: one group

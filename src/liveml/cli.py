@@ -1,5 +1,10 @@
 """The `liveml` command. Each subcommand is a small `cmd_*` function registered in COMMANDS;
 heavy modules are imported inside them so `liveml --help` stays fast.
+
+Conventions every subcommand keeps (docs/cli.md): the exit status is EXIT_OK, EXIT_FINDING or
+EXIT_USAGE (EXIT_BUG for a crash); `--json` puts exactly one JSON document on stdout, also when
+there is nothing to show or the command failed; a reader that stops early (`| head`) ends the
+command quietly; an error is one line on stderr naming the problem and the fix.
 """
 
 from __future__ import annotations
@@ -7,8 +12,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
 import sys
 from collections.abc import Callable
+from typing import Any
+
+EXIT_OK = 0  # done (also when there is nothing to show, e.g. an empty run store)
+EXIT_FINDING = 1  # done, and found something: drift, not reproduced, stale params.yaml
+EXIT_USAGE = 2  # nothing done: bad arguments, bad config, unknown run, missing model or data
+EXIT_BUG = 3  # an unexpected error: the traceback is a bug to report
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_PIPE = 141  # stdout closed while writing (128 + SIGPIPE, as `yes | head -1` gives)
+
+EPILOG = """exit status (every command):
+  0    done; also when there is nothing to show (an empty run store)
+  1    a finding: drift (monitor), not reproduced (reproduce), stale files (params --check)
+  2    nothing done: bad arguments or config, unknown run, missing model or data;
+       the one-line error on stderr names the fix
+  3    an internal error (a bug): the traceback, please report it
+  130  interrupted (Ctrl-C)
+  141  stdout was closed before the command finished writing (`liveml runs | head -1`);
+       when the command had finished, its own status. Either way, no error message.
+
+--json puts one JSON document on stdout, also when there is nothing to show ([]) and on
+errors ({"error": MESSAGE, "exit_code": N}). See docs/cli.md.
+"""
 
 # name -> (help, add_arguments(parser), run(args) -> exit code). Add a subcommand by
 # registering it here with `command(...)`.
@@ -27,6 +56,22 @@ def command(name: str, help: str, args: Callable[[argparse.ArgumentParser], None
 
 class UserError(Exception):
     """An error the user fixes (bad config, unknown run): one line on stderr, exit 2."""
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as null: strict JSON (json.dumps writes bare NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    """The one JSON document a `--json` command prints on stdout."""
+    print(json.dumps(_json_safe(value), indent=2, allow_nan=False))
 
 
 def _project():
@@ -48,13 +93,14 @@ def _params_args(p: argparse.ArgumentParser) -> None:
 
 @command("params", "compose conf/ into params.yaml (the pipeline's parameters)", _params_args)
 def cmd_params(args: argparse.Namespace) -> int:
+    from liveml.core import pipeline
     from liveml.core.config import stale_keys, write_params
 
     project = _project()
     if args.check:
         if not project.params_file.is_file():
             print(f"{project.params_file} is missing; fix: run `liveml params`.", file=sys.stderr)
-            return 1
+            return EXIT_FINDING
         stale = stale_keys(project)
         if stale:
             print(
@@ -62,12 +108,101 @@ def cmd_params(args: argparse.Namespace) -> int:
                 f"{', '.join(stale)}; fix: run `liveml params`.",
                 file=sys.stderr,
             )
-            return 1
-        print("params.yaml is in sync with conf/")
-        return 0
+            return EXIT_FINDING
+        stale = pipeline.stale(project)
+        if stale:
+            print(
+                f"dvc.yaml is stale (differs from its generation from conf/ and the installed "
+                f"tasks: {', '.join(stale)}); fix: run `liveml params`.",
+                file=sys.stderr,
+            )
+            return EXIT_FINDING
+        print("params.yaml and dvc.yaml are in sync with conf/")
+        return EXIT_OK
     path = write_params(project)
     print(f"wrote {path}")
-    return 0
+    return EXIT_OK
+
+
+def _tasks_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the tasks as JSON")
+
+
+@command("tasks", "list the installed tasks (entry-point group liveml.tasks)", _tasks_args)
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from liveml.tasks import HOW_TO_REGISTER, installed
+
+    found = {name: ep.value for name, ep in sorted(installed().items())}
+    if args.json:
+        _print_json([{"name": n, "entry_point": v} for n, v in found.items()])
+    elif found:
+        width = max(map(len, found))
+        for name, value in found.items():
+            print(f"{name:<{width}}  {value}")
+    else:
+        print(f"no task is installed; to add one, {HOW_TO_REGISTER}.", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- init / new-task ------------------------------------------------------------------------
+
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the project folder to create (new or empty)")
+    p.add_argument("--task", required=True, metavar="NAME", help="the first task, e.g. churn")
+    p.add_argument(
+        "--package", metavar="NAME", help="the Python package (default: DIR's name, my_proj)"
+    )
+
+
+@command("init", "create a project: git + DVC, conf/, a runnable task, tests, Makefile", _init_args)
+def cmd_init(args: argparse.Namespace) -> int:
+    import os
+
+    from liveml.scaffold import ScaffoldError, init_project
+
+    try:
+        root = init_project(args.dir, args.task, args.package)
+    except ScaffoldError as e:
+        raise UserError(str(e)) from e
+    rel = os.path.relpath(root)
+    shown = rel if not rel.startswith("..") else str(root)
+    print(
+        f"created {root} with task {args.task!r}; git and DVC are initialized.\n"
+        "Next:\n"
+        f"  cd {shown}\n"
+        "  make repro    # .venv with the project and liveml, params.yaml + dvc.yaml, dvc repro\n"
+        "  make test     # the task's tests\n"
+        "  git add -A && git commit -m 'liveml project'"
+    )
+    return EXIT_OK
+
+
+def _new_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="the task's name (lowercase, digits, _)")
+    p.add_argument(
+        "--package", metavar="MODULE", help="the module it goes under (default: the project's)"
+    )
+
+
+@command(
+    "new-task", "add a task to this project: its package, conf/ files, entry point", _new_task_args
+)
+def cmd_new_task(args: argparse.Namespace) -> int:
+    from liveml.scaffold import ScaffoldError, new_task
+
+    try:
+        written = new_task(args.name, package=args.package)
+    except ScaffoldError as e:
+        raise UserError(str(e)) from e
+    for path in written:
+        print(f"wrote {path}")
+    print(
+        "added it to pyproject.toml (entry point) and conf/pipeline.yaml.\n"
+        "Entry points come from the installed metadata: reinstall the project (`make`, or "
+        "`pip install -e .`), then `make repro` trains it."
+    )
+    return EXIT_OK
 
 
 # --- runs / lineage -----------------------------------------------------------------------
@@ -95,20 +230,25 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     store = _store()
     record = store.get(args.ref)
     if args.json:
-        print(json.dumps(record, indent=2))
+        _print_json(record)
     else:
         print(summarize(record, trigger=_retrain_of(store, record.get("run_id"))))
-    return 0
+    return EXIT_OK
 
 
 def _retrain_of(store, run_id: str | None) -> dict | None:
     """The `retrain` record whose challenger is run `run_id`: the drift that caused the model."""
     if run_id is None or not store.path.is_dir():
         return None
+    from liveml.tracking.runs import BadRecordError
+
     for rid in reversed(store.ids()):
         if "-retrain-" in rid:
-            found = store.get(rid).get("retrain") or {}
-            if (found.get("challenger") or {}).get("run_id") == run_id:
+            try:
+                found = store.get(rid).get("retrain") or {}
+            except BadRecordError:
+                continue  # a broken retrain record cannot be the trigger; `liveml runs` names it
+            if isinstance(found, dict) and (found.get("challenger") or {}).get("run_id") == run_id:
                 return {**found, "run_id": rid}
     return None
 
@@ -159,19 +299,44 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
 
+def _no_runs_yet(store) -> None:
+    """Say on stderr (stdout holds the, empty, answer) that the store is empty and how to fill
+    it; an empty store is not an error (exit 0), whichever command reads it."""
+    print(
+        f"no runs in {store.path} yet; train one with `make repro` (or `dvc repro`, or "
+        "`python -m liveml.training`), or run liveml in (or set LIVEML_ROOT to) the project "
+        "that has them.",
+        file=sys.stderr,
+    )
+
+
+def _store_is_empty(store) -> bool:
+    """No run folder in the store (stops at the first: cheap for a store of 100,000 runs)."""
+    from liveml.tracking.runs import RECORD
+
+    if not store.path.is_dir():
+        return True
+    with os.scandir(store.path) as entries:
+        return not any(
+            not e.name.startswith(".") and os.path.isfile(os.path.join(e.path, RECORD))
+            for e in entries
+        )
+
+
 @command("runs", "list the runs in the local run store", _runs_args)
 def cmd_runs(args: argparse.Namespace) -> int:
-    records = _store().list()
+    store = _store()
+    records = store.list()
     if args.json:
-        print(json.dumps(records, indent=2))
-        return 0
-    for r in records:
-        val = {k: v for k, v in (r.get("metrics") or {}).items() if k.startswith("val")}
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in val.items())
-        print(f"{r['run_id']}  {r.get('fingerprint', '')[:12]}  {metrics}")
+        _print_json(records)
+    else:
+        for r in records:
+            val = {k: v for k, v in (r.get("metrics") or {}).items() if k.startswith("val")}
+            metrics = " ".join(f"{k}={v:.4g}" for k, v in val.items())
+            print(f"{r['run_id']}  {r.get('fingerprint', '')[:12]}  {metrics}")
     if not records:
-        print("no runs yet; train with `dvc repro` or `python -m liveml.training`", file=sys.stderr)
-    return 0
+        _no_runs_yet(store)
+    return EXIT_OK
 
 
 # --- reproduce ----------------------------------------------------------------------------
@@ -191,7 +356,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         report = reproduce(args.ref, _project())
     ok = report["weights_match"] and report["metrics_match"]
     if args.json:
-        print(json.dumps(report, indent=2))
+        _print_json(report)
     else:
         o, r = report["original"], report["reproduced"]
         print(f"run {report['run_id']}: {'REPRODUCED' if ok else 'NOT reproduced'}")
@@ -200,7 +365,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             print(f"  metric   {k}: {a} vs {b}")
         for w in report["warnings"]:
             print(f"  warning  {w}")
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_FINDING
 
 
 # --- compare ------------------------------------------------------------------------------
@@ -215,11 +380,11 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--desc", action="store_true", help="sort descending (missing values stay last)")
     p.add_argument(
         "--metrics",
-        nargs="+",
-        action="extend",
+        action="append",
         default=[],
         metavar="GLOB",
-        help="show only the metrics matching these globs, e.g. 'val/*' (give RUNs before it)",
+        help="show only the metrics matching GLOB, e.g. 'val/*'; repeat the flag (or separate "
+        "globs with commas) for more: --metrics 'val/*' --metrics 'train/loss'",
     )
     p.add_argument("--limit", type=int, metavar="N", help="show the first N runs after sorting")
     p.add_argument("--json", action="store_true", help="print the rows (or the diff) as JSON")
@@ -232,6 +397,28 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+GLOB_CHARS = "*?["
+
+
+def _resolve_runs(store, refs: list[str], globs: list[str]) -> None:
+    """Fail early on a RUN that names no run, saying so when it looks like a metric glob (run
+    ids never hold * ? [): `--metrics 'val/*' 'train/*'` gives the second glob as a RUN."""
+    from liveml.tracking.runs import RunNotFoundError
+
+    for ref in refs:
+        try:
+            store.resolve(ref)
+        except RunNotFoundError as e:
+            if any(c in ref for c in GLOB_CHARS) and "ambiguous" not in str(e):
+                flags = " ".join(f"--metrics {g!r}" for g in [*globs, ref])
+                raise UserError(
+                    f"no run matches {ref!r}, which looks like a metric glob; fix: give each "
+                    f"glob its own flag ({flags}) or join them with commas "
+                    f"(--metrics {','.join([*globs, ref])!r})"
+                ) from e
+            raise
+
+
 @command("compare", "compare runs: varied params, metrics, diffs; HTML report", _compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
     from liveml.tracking import compare
@@ -241,37 +428,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
         repo = _project().root
     except FileNotFoundError:
         repo = None
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {args.limit}); fix: --limit 1 or more")
+    metrics = [g.strip() for flag in args.metrics for g in flag.split(",") if g.strip()]
+    _resolve_runs(store, [*args.runs, *(args.diff or ())], metrics)
     try:
         if args.diff:
             a, b = (compare.load_run(store, ref) for ref in args.diff)
             diff = compare.diff_runs(a, b, repo=repo)
-            print(
-                json.dumps(compare.json_safe(diff), indent=2)
-                if args.json
-                else compare.format_diff(diff)
-            )
-            return 0
-        if args.limit is not None and args.limit < 1:
-            raise UserError(f"--limit must be at least 1 (got {args.limit})")
+            if args.json:
+                _print_json(diff)
+            else:
+                print(compare.format_diff(diff))
+            return EXIT_OK
+        if not args.runs and _store_is_empty(store):
+            if args.json:
+                _print_json([])
+            _no_runs_yet(store)
+            if args.html:
+                print(f"no report written to {args.html}: no runs to compare", file=sys.stderr)
+            return EXIT_OK
         runs = compare.load_runs(store, args.runs)
         runs = compare.select(runs, sweep=args.sweep, task=args.task, status=args.status)
-        table = compare.build_table(runs, metrics=args.metrics)
+        table = compare.build_table(runs, metrics=metrics)
         if args.sort or args.desc:
             table = compare.sort_table(table, args.sort or "run", desc=args.desc)
         if args.limit:
             table = table.head(args.limit)
+        text = compare.table_json(table) if args.json else compare.format_table(table)
     except compare.CompareError as e:
         raise UserError(str(e)) from e
-    print(compare.table_json(table) if args.json else compare.format_table(table))
-    if args.html:
+    if args.html:  # before stdout's answer: a failure leaves no half answer there
         from liveml.tracking.compare_report import write_report
 
         write_report(args.html, table, repo=repo)
         print(f"wrote {args.html}", file=sys.stderr)
-    return 0
-
-
-# --- entry --------------------------------------------------------------------------------
+    print(text)
+    return EXIT_OK
 
 
 # --- serve --------------------------------------------------------------------------------
@@ -350,7 +543,9 @@ def _served_models(given: list[str]) -> dict[str, str]:
         pairs = [g.partition("=") for g in given]
         bad = [g for g, (t, eq, d) in zip(given, pairs, strict=True) if not (t and eq and d)]
         if bad:
-            raise UserError(f"--model {bad[0]!r} is not TASK=DIR; e.g. --model defects=models/d")
+            raise UserError(
+                f"--model {bad[0]!r} is not TASK=DIR; e.g. --model mytask=data/mytask/export"
+            )
         return {t: d for t, _, d in pairs}
     import yaml
 
@@ -414,7 +609,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             cfg.monitor[key] = getattr(args, key)
     if args.retrain and not args.labels:
-        raise UserError("--retrain needs --labels DIR (where the inputs' ground truth is)")
+        raise UserError(
+            "--retrain needs --labels DIR (where the inputs' ground truth is); fix: add "
+            "--labels DIR, a dataset folder made by the task's generator"
+        )
+    _require_model(project, args.task, project.path(cfg.paths.model))
     source = Path(args.inputs or args.captures or project.path("captures"))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else project.path(cfg.paths.monitoring) / stamp
@@ -441,6 +640,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         write_reports(result, out, html=not args.no_html)
     except MonitorError as e:
         raise UserError(str(e)) from e
+    except FileNotFoundError as e:  # a pipeline output the monitor reads (model, reference)
+        raise UserError(
+            f"{e.filename or e} is missing: task {args.task!r} has no complete trained model. "
+            "Fix: run `make repro` (or `dvc repro`) first; it trains, exports and profiles it."
+        ) from e
     for w in s["windows"]:
         verdict = "DRIFT " + ", ".join(w["drifted"]) if w["drift"] else "ok"
         print(f"window {w['index']:>3}  {w['n']:>5} inputs  {w['start'][:19]}  {verdict}")
@@ -449,20 +653,78 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if s["retrain"]:
         print(f"retrain: {s['retrain']['decision']}: {s['retrain']['reason']}")
     print(f"reports: {out}")
-    return 1 if s["drift"] else 0
+    return EXIT_FINDING if s["drift"] else EXIT_OK
+
+
+def _require_model(project, task: str, model_dir) -> None:
+    """Before loading torch (seconds): the pipeline's model of `task` must exist."""
+    from liveml.tracking.runs import RECORD
+
+    if not (model_dir / RECORD).is_file():
+        shown = os.path.relpath(model_dir, project.root)
+        raise UserError(
+            f"no trained model for task {task!r}: {shown}/{RECORD} is missing. Fix: run "
+            "`make repro` (or `dvc repro`) first; it trains the model and builds the reference "
+            "the monitor compares with."
+        )
+
+
+# --- entry --------------------------------------------------------------------------------
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("liveml")
+        except PackageNotFoundError:
+            found = "unknown (not installed: `pip install -e .` in the liveml repo)"
+        print(f"liveml {found}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
+# Commands whose positional RUNs may also follow options (`compare --metrics 'val/*' RUN`).
+INTERMIXED = {"compare": "runs"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liveml",
         description="Experiment tracking and reproducibility: code + hyperparameters + data.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_Version, help="print liveml's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_, add_args, fn) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog="exit status: 0 done, 1 a finding, 2 nothing done (the error names the "
+            "fix); see `liveml --help`.",
+        )
         add_args(p)
         p.set_defaults(func=fn)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse, plus RUNs given after an option (`compare --metrics 'val/*' RUN A`), which
+    plain argparse reports as unrecognized once the RUN list was read before the option."""
+    args, extra = parser.parse_known_args(argv)
+    dest = INTERMIXED.get(args.command)
+    if extra and dest and not any(e.startswith("-") for e in extra):
+        getattr(args, dest).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -480,15 +742,76 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _message(e: BaseException) -> str:
+    """A user error's message, with the fix where the raiser could not know it."""
+    from liveml.tracking.runs import BadRecordError
+
+    if isinstance(e, BadRecordError) and e.problem is not None:
+        return (
+            f"{e}; fix: repair that file, or move its run folder out of the run store "
+            "(the other runs are not affected)"
+        )
+    if isinstance(e, FileNotFoundError) and e.filename:
+        return (
+            f"{e.filename} does not exist; fix: check the path (pipeline outputs such as models "
+            "and exports are made by `make repro`, or `dvc repro`)"
+        )
+    return str(e)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """Report a failed command: the line on stderr, and with --json the error as JSON on stdout
+    (so stdout still holds one JSON document)."""
+    print(f"liveml {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _print_json({"error": message, "exit_code": code})
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its errors turned into an exit status (see EPILOG)."""
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"liveml {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
     except Exception as e:
         if isinstance(e, _user_errors()):
-            print(f"liveml {args.command}: error: {e}", file=sys.stderr)
-            return 2
-        raise
+            return _fail(args, _message(e), EXIT_USAGE)
+        import traceback
+
+        traceback.print_exc()
+        return _fail(
+            args,
+            f"internal error {type(e).__name__}: {e} (a bug in liveml: please report it with "
+            "the traceback above and the command line)",
+            EXIT_BUG,
+        )
+
+
+def _quiet_stdout() -> None:
+    """After the reader of stdout went away: point stdout (and stderr, often the same pipe) at
+    /dev/null, so the interpreter's final flush does not fail again (Python docs, "Note on
+    SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    code = None
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
+        return code
+    except BrokenPipeError:  # `liveml runs | head -1`: the reader has what it wanted
+        _quiet_stdout()
+        return EXIT_PIPE if code is None else code
 
 
 if __name__ == "__main__":

@@ -51,12 +51,14 @@ def test_reference_stage_profiles_the_trained_model(tiny_pipeline: Path) -> None
 def defects_inputs(tiny_pipeline: Path, tmp_path_factory) -> dict[str, Path]:
     """Folders of 60 in-distribution photos and of 60 photos 50% darker (streams unseen by the
     reference)."""
-    from liveml.tasks.defects.monitoring import draw_inputs
+    from liveml.monitoring.monitor import draw_inputs
+    from liveml.tasks import get_task
 
     cfg = pipeline_cfg(tiny_pipeline, "defects")
     root = tmp_path_factory.mktemp("defects-inputs")
-    same = draw_inputs(cfg, 60, stream=3)
-    dark = draw_inputs(cfg, 60, stream=4, scenario="darker", strength=0.5)
+    task = get_task("defects")
+    same = draw_inputs(task, cfg, 60, stream=3)
+    dark = draw_inputs(task, cfg, 60, stream=4, scenario="darker", strength=0.5)
     write_inputs(root / "same", "defects", same, "png")
     write_inputs(root / "dark", "defects", dark, "png")
     return {"same": root / "same", "dark": root / "dark"}
@@ -153,11 +155,12 @@ def test_a_missing_source_is_named(tiny_pipeline: Path, tmp_path: Path, monitor)
 
 
 def test_noisier_speech_drifts(tiny_pipeline: Path, tmp_path: Path, monitor) -> None:
-    from liveml.tasks.speech.monitoring import draw_inputs
+    from liveml.monitoring.monitor import draw_inputs
+    from liveml.tasks import get_task
 
     cfg = pipeline_cfg(tiny_pipeline, "speech")
-    write_inputs(tmp_path / "noisy", "speech", draw_inputs(cfg, 40, stream=3, scenario="noisier",
-                                                           strength=20), "wav")  # fmt: skip
+    noisy = draw_inputs(get_task("speech"), cfg, 40, stream=3, scenario="noisier", strength=20)
+    write_inputs(tmp_path / "noisy", "speech", noisy, "wav")
     out = monitor(tiny_pipeline, "speech", "--inputs", str(tmp_path / "noisy"), "--window", "40",
                   "--no-html", "--out", str(tmp_path / "r"))  # fmt: skip
     assert out.returncode == 1, out.stdout + out.stderr

@@ -46,10 +46,14 @@ def test_promotes_only_when_better_on_drift_and_within_margin() -> None:
 
 
 # A defects model that learns something in seconds: the loop must have a real champion to beat.
+# Values set where the project sets them (tinyrepo.TINY): the trainer and monitor groups ship
+# with liveml, the project overrides them per task.
+LEARNABLE_MONITOR = {"reference_size": 120, "permutations": 199}
 LEARNABLE = {
     "data/defects.yaml": {"image_size": 64, "n_train": 160, "n_val": 8, "n_test": 48},
-    "trainer/cpu.yaml": {"max_epochs": 6},
-    "monitor/default.yaml": {"reference_size": 120, "permutations": 199},
+    "trainer/defects.yaml": {"max_epochs": 6},
+    "config.yaml": {"monitor": LEARNABLE_MONITOR},
+    "pipeline.yaml": {"tasks": {"defects": {"monitor": LEARNABLE_MONITOR}}},
 }
 WINDOW, K = 24, 2
 
@@ -79,7 +83,6 @@ def test_drift_loop_end_to_end(tiny_pipeline: Path, tmp_path: Path, monkeypatch)
     from liveml.core.config import compose
     from liveml.core.project import Project
     from liveml.tasks import get_task
-    from liveml.tasks.defects.monitoring import drifted_recipe
 
     repo = tmp_path / "repo"
     shutil.copytree(tiny_pipeline, repo, symlinks=True)
@@ -93,7 +96,7 @@ def test_drift_loop_end_to_end(tiny_pipeline: Path, tmp_path: Path, monkeypatch)
 
     # The traffic: photos 70% darker, drawn by the generator, so their labels are known.
     cfg = compose(["task=defects"], project=Project(repo))
-    cfg.data = drifted_recipe(cfg.data, "darker", 0.7)
+    cfg.data = get_task("defects").drifted_recipe(cfg.data, "darker", 0.7)
     cfg.data.seed, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test = 7, 3 * WINDOW, 2, 2
     labels = tmp_path / "dark"
     get_task("defects").generate(cfg, labels)

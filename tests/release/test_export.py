@@ -1,105 +1,19 @@
-"""TorchScript and ONNX exports of a small detector reproduce the eager model's detections."""
+"""Exports in general: TorchScript and ONNX of any deployable, checked against the eager model,
+and `export_task` driven by a task's signature and export options. (The detector's own exports
+are tested with its task: tests/tasks/defects/test_export.py.)"""
 
 from __future__ import annotations
-
-import json
-import zipfile
 
 import pytest
 import torch
 from torch import nn
 
-from liveml.release.export import (
-    DeployableDetector,
-    ExportError,
-    _compare_detections,
-    export_onnx,
-    export_torchscript,
-    sha256_file,
-)
-from liveml.tasks.defects.config import FcosConfig
-from liveml.tasks.defects.model import build_detector
+from liveml.release.export import ExportError, export_onnx, export_task, export_torchscript
+from liveml.tasks.base import Headline, Task
 
-SIZE = 64
-
-# The tests load and call TorchScript on purpose: torch 2.10+ flags torch.jit as deprecated and
-# scripted FCOS warns that it returns (losses, detections), which DeployableDetector handles.
 pytestmark = [
     pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:FCOS always returns:UserWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def detector():
-    torch.manual_seed(0)
-    # A low score threshold: a fresh detector's scores are ~0.07, and the check must compare
-    # real detections, not two empty lists.
-    cfg = FcosConfig(channels=[8, 16, 16, 32], fpn_channels=32, head_convs=1, score_thresh=0.05)
-    return build_detector(cfg, num_classes=3, image_size=SIZE).eval()
-
-
-@pytest.fixture(scope="module")
-def example():
-    return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(scope="module")
-def exported(detector, example, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    ts = export_torchscript(detector, example, out / "model.ts")
-    onnx = export_onnx(detector, example, out / "model.onnx")
-    return out, ts, onnx
-
-
-def eager(detector, x):
-    with torch.inference_mode():
-        return DeployableDetector(detector).eval()(x)
-
-
-def test_torchscript(detector, exported):
-    out, info, _ = exported
-    assert info["format"] == "torchscript" and info["sha256"] == sha256_file(out / "model.ts")
-    assert info["max_abs_diff"] <= 1e-3 and all(n > 0 for n in info["check_detections"])
-    assert info["inputs"][0]["shape"] == ["N", 3, SIZE, SIZE]
-    assert [o["name"] for o in info["outputs"]] == ["boxes", "scores", "labels", "image_index"]
-    assert zipfile.is_zipfile(out / "model.ts")  # a TorchScript archive: code + tensors
-    loaded = torch.jit.load(str(out / "model.ts"))
-    x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))  # free batch
-    with torch.inference_mode():
-        got = loaded(x)
-    ref = eager(detector, x)
-    assert set(ref[3].tolist()) == {0, 1, 2}
-    assert _compare_detections(ref, got, "test") <= 1e-3
-
-
-def test_onnx(detector, exported):
-    import onnx
-    import onnxruntime as ort
-
-    out, _, info = exported
-    assert info["format"] == "onnx" and info["sha256"] == sha256_file(out / "model.onnx")
-    assert info["max_abs_diff"] <= 1e-3 and all(n > 0 for n in info["check_detections"])
-    assert info["inputs"][0]["shape"] == [1, 3, SIZE, SIZE]  # traced: batch fixed at 1
-    onnx.checker.check_model(str(out / "model.onnx"))
-    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["boxes", "scores", "labels", "image_index"]
-    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
-    got = tuple(torch.from_numpy(a) for a in session.run(None, {"images": x.numpy()}))
-    assert _compare_detections(eager(detector, x), got, "test") <= 1e-3
-    json.dumps(info)  # the info goes into the model card as is
-
-
-def test_detections_compare_regardless_of_tie_order():
-    boxes = torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20]])
-    ref = (boxes, torch.tensor([0.5, 0.5]), torch.tensor([1, 2]), torch.tensor([0, 0]))
-    swapped = tuple(t.flip(0) for t in ref)
-    assert _compare_detections(ref, swapped, "x") == 0.0
-    wrong_label = (ref[0], ref[1], torch.tensor([1, 3]), ref[3])
-    with pytest.raises(ExportError, match="labels"):
-        _compare_detections(ref, wrong_label, "x")
-    with pytest.raises(ExportError, match="1 detections"):
-        _compare_detections(ref, tuple(t[:1] for t in ref), "x")
 
 
 def test_plain_module_exports_with_its_signature(tmp_path):
@@ -120,3 +34,73 @@ def test_failed_export_leaves_no_file(tmp_path):
     with pytest.raises(ExportError, match=r"torch\.jit\.script failed"):
         export_torchscript(Unscriptable(), torch.rand(1, 3), tmp_path / "m.ts")
     assert list(tmp_path.iterdir()) == []
+
+
+class Scaler(Task):
+    """A task whose deployable doubles a [N, F] batch: enough to drive `export_task`."""
+
+    name = "scaler"
+    model_schema = dict
+    data_schema = dict
+    headline = Headline("error", higher_is_better=False)
+    suffixes = ("npy",)
+    media_types = frozenset({"application/octet-stream"})
+
+    def __init__(self, options: dict | None = None):
+        self.options = options or {}
+
+    def deployable(self, module):
+        return module
+
+    def signature(self, example):
+        return {
+            "inputs": [{"name": "x", "dtype": "float32", "shape": ["N", 5], "meaning": "x"}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": ["N", 5], "meaning": "2x"}],
+        }
+
+    def export_options(self, example):
+        return self.options
+
+    generate = validate = read_split = write_split = datamodule = module = None  # type: ignore
+    evaluate = export_inputs = intended_use = predictor = None  # type: ignore
+
+
+class Double(nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+def test_export_task_frees_the_batch_axis_by_default(tmp_path):
+    task = Scaler()
+    inputs = [torch.rand(1, 5), torch.rand(1, 5)]
+    ts, onnx = export_task(task, Double(), inputs, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.ts", "model.onnx"}
+    assert ts["inputs"][0]["name"] == "x" and ts["inputs"][0]["shape"] == ["N", 5]
+    assert onnx["inputs"][0]["shape"] == ["N", 5]  # free in the graph too
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    batch = torch.rand(4, 5).numpy()
+    assert (session.run(None, {"x": batch})[0] == 2 * batch).all()
+
+
+def test_export_task_uses_the_tasks_options(tmp_path):
+    seen = []
+
+    def compare(ref, got, where):
+        seen.append(where)
+        return float((ref[0] - got[0]).abs().max())
+
+    task = Scaler(
+        {
+            "dynamic_axes": {},  # a fixed graph: the example's batch
+            "compare": compare,
+            "check_info": lambda refs: {"checked": len(refs)},
+        }
+    )
+    ts, onnx = export_task(task, Double(), [torch.rand(1, 5), torch.rand(1, 5)], tmp_path)
+    assert onnx["inputs"][0]["shape"] == [1, 5] and onnx["outputs"][0]["shape"] == [1, 5]
+    assert ts["inputs"][0]["shape"] == ["N", 5]  # TorchScript keeps the batch free
+    assert ts["checked"] == onnx["checked"] == 2
+    assert seen == [f"{fmt} on check input {i}" for fmt in ("TorchScript", "ONNX") for i in (0, 1)]

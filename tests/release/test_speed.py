@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from liveml.release.speed import latency, throughput
+from liveml.release.speed import latency, measure, pad_batch, throughput
 
 
 def test_latency_of_a_2ms_call():
@@ -46,3 +46,46 @@ def test_throughput_skips_batch_sizes_past_its_budget():
 def test_throughput_needs_batch_sizes():
     with pytest.raises(ValueError):
         throughput(lambda b: None, lambda bs: bs, [])
+
+
+def test_pad_batch_stacks_equal_shapes_and_pads_others():
+    import torch
+
+    a, b = torch.ones(1, 3), torch.full((1, 5), 2.0)
+    assert pad_batch([a, a]).shape == (2, 3)
+    padded = pad_batch([a, b, a])
+    assert padded.shape == (3, 5)
+    assert padded[0].tolist() == [1, 1, 1, 0, 0] and padded[1].tolist() == [2] * 5
+
+
+def test_measure_times_every_input_in_turn_and_names_the_figures():
+    import torch
+
+    inputs = [torch.zeros(1, n) for n in (1, 2, 3)]
+    seen = []
+
+    def fn(x):  # 1 ms per call plus 1 ms per row: batches pay off
+        seen.append(tuple(x.shape))
+        time.sleep((1 + x.shape[0]) / 1000)
+
+    speed = measure(fn, inputs, batch_sizes=(1, 4), latency_iters=6, min_time=0.02, max_time=1)
+    assert [i for i, _ in speed.calls] == [0, 1, 2, 0, 1, 2]
+    assert all(s >= 0.002 for _, s in speed.calls)
+    assert (4, 3) in seen  # four inputs cycled and zero-padded to the longest
+    m = speed.metrics()
+    assert set(m) == {
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "throughput_per_s",
+        "best_batch_size",
+        "throughput_per_batch_size",
+        "device",
+        "num_threads",
+    }
+    assert 2 <= m["latency_p50_ms"] <= m["latency_p95_ms"] and m["best_batch_size"] == 4
+    assert m["device"].startswith("cpu") and set(m["throughput_per_batch_size"]) == {"1", "4"}
+    named = speed.metrics("throughput_ips", per_batch_size=False)
+    assert named["throughput_ips"] == m["throughput_per_s"]
+    assert "throughput_per_batch_size" not in named
+    with pytest.raises(ValueError, match="inputs"):
+        measure(fn, [])

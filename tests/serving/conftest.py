@@ -44,9 +44,13 @@ def serving(cfg: ServeConfig, ready: bool = True) -> Iterator[tuple[str, object]
     import uvicorn
 
     from liveml.serving.app import create_app
+    from liveml.serving.server import uvicorn_config
 
     app = create_app(cfg)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    # The same uvicorn settings as `liveml serve` (connection limits included), on a free port.
+    config = uvicorn_config(
+        app, replace(cfg, host="127.0.0.1", port=0), log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -100,3 +104,13 @@ def server_with(base_config, tmp_path):
         return serving(replace(base_config, **changes), ready=ready)
 
     return start
+
+
+# H8-DEV-ONLY (remove): reuse a prebuilt tiny pipeline
+import os as _os  # noqa: E402
+
+if _os.environ.get("H8_TINY"):
+
+    @pytest.fixture(scope="session")
+    def tiny_pipeline() -> Path:
+        return Path(_os.environ["H8_TINY"])

@@ -15,7 +15,9 @@ import requests
 import soundfile as sf
 from PIL import Image
 
+from liveml.serving.app import public_card
 from liveml.serving.capture import iter_captures
+from liveml.tasks import get_task
 
 
 def post(url: str, data: bytes, content_type: str, **kw) -> requests.Response:
@@ -56,12 +58,21 @@ def clip(speech_wav_file: Path) -> bytes:
 def test_probes_and_model_cards(server, exports):
     runtime, url = server
     assert requests.get(f"{url}/healthz").json() == {"status": "ok"}
-    assert requests.get(f"{url}/readyz").json()["models"] == ["defects", "speech"]
+    assert requests.get(f"{url}/readyz").json()["models"] == sorted(exports)
     models = {m["task"]: m for m in requests.get(f"{url}/v1/models").json()["models"]}
+    assert set(models) == set(exports)
     for task, export_dir in exports.items():
         card = json.loads((export_dir / "model_card.json").read_text())
-        assert models[task]["card"]["lineage"] == card["lineage"]
+        # An open server (no token) shows the card without host detail (test_security.py).
+        assert models[task]["card"]["lineage"] == public_card(card["lineage"])
+        assert models[task]["card"]["lineage"]["fingerprint"] == card["lineage"]["fingerprint"]
         assert models[task]["runtime"] == runtime
+        # What a client needs to call the endpoint comes from the task's contract.
+        contract = get_task(task)
+        assert models[task]["endpoint"] == f"/v1/{task}"
+        assert models[task]["accepts"] == sorted(contract.media_types)
+        assert models[task]["suffixes"] == list(contract.suffixes)
+        assert isinstance(models[task]["parameters"], dict)
     assert "<html" in requests.get(url).text.lower()
 
 

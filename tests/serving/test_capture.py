@@ -214,3 +214,29 @@ def test_write_error_is_counted_and_writer_survives(tmp_path, caplog):
         assert cap.stats["captured"] == 1
     assert [r["task"] for r in iter_captures(tmp_path)] == ["detection"]
     assert (tmp_path / "broken").is_file()
+
+
+def test_restart_removes_temps_of_a_killed_writer(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    with Capture(tmp_path, sample=1.0, max_bytes=10**6) as cap:
+        offer(cap, b"kept")
+    (rec,) = iter_captures(tmp_path)
+    day = rec["input_path"].parent
+    # What a writer process killed mid-write leaves: hidden temp siblings naming its pid.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    rid = "99999999999999999999-deadbeef"
+    stale = [
+        day / f".{rid}.png.{dead.pid}-abcd1234.tmp",
+        day / f".{rid}.json.{dead.pid}-x1y2z3w4.tmp",
+    ]
+    for p in stale:
+        p.write_bytes(b"torn" * 1000)
+        os.utime(p, (time.time() - 120, time.time() - 120))
+    with Capture(tmp_path, sample=1.0, max_bytes=10**6) as cap:
+        assert not any(p.exists() for p in stale)
+        assert cap.stats["bytes"] == files_bytes(tmp_path)
+    assert [r["id"] for r in iter_captures(tmp_path)] == [rec["id"]]

@@ -11,6 +11,7 @@ import struct
 import time
 import warnings
 import zlib
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -20,10 +21,15 @@ from PIL import Image, ImageFile
 from liveml.serving.inputs import (
     AUDIO_TYPES,
     IMAGE_TYPES,
+    MAX_CHANNELS,
+    MAX_JPEG_SCANS,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
     InputError,
     check_media_type,
     decode_image,
     decode_wav,
+    resample_ratio,
 )
 
 BIG = 10**8  # a max_pixels that never bites
@@ -331,7 +337,7 @@ def test_other_rates_resampled(rate):
     assert np.abs(out).max() <= 1.0
 
 
-@pytest.mark.parametrize("rate", [16001, 655349])
+@pytest.mark.parametrize("rate", [4001, 16001, 191999])
 def test_odd_rates_resampled_fast(rate):
     # gcd(rate, 16000) == 1: the exact ratio would need a filter of millions of taps.
     samples = sine(440, rate, 0.5)
@@ -403,3 +409,83 @@ def test_audio_too_long():
 def test_non_finite_samples(bad):
     data = wav(np.array([0.0, bad, 0.5], np.float32), subtype="FLOAT")
     rejects(422, "non_finite_audio", decode_wav, data, sample_rate=16000, max_seconds=10)
+
+
+# --- hostile headers: refused from the header, in bounded time and memory -----------------
+
+
+def _patch_wav_rate(data: bytes, rate: int) -> bytes:
+    """`data` (a plain WAV) with its fmt chunk claiming `rate` Hz (and the matching byte rate)."""
+    fmt = data.index(b"fmt ") + 8  # format tag, channels, sample rate, byte rate, block align
+    (block,) = struct.unpack_from("<H", data, fmt + 12)
+    return data[: fmt + 4] + struct.pack("<II", rate, rate * block) + data[fmt + 12 :]
+
+
+def test_a_2kb_wav_claiming_16_mhz_is_refused_at_once():
+    # Issue 14: this header made the resampler build a 335-million-tap filter (18.6 s of a
+    # frozen server, memory 0.87 -> 6.1 GB, then a 500).
+    data = _patch_wav_rate(wav(sine(440, 16000, 0.06)), 16_777_259)
+    assert len(data) < 2100 and sf.info(io.BytesIO(data)).samplerate == 16_777_259
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    err = rejects(422, "bad_sample_rate", decode_wav, data, sample_rate=16000, max_seconds=30)
+    assert time.perf_counter() - start < 0.1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 20 * 1024  # KiB
+    assert "16777259 Hz" in err.message and "4000..192000 Hz" in err.message
+
+
+@pytest.mark.parametrize("rate", [1, MIN_SAMPLE_RATE - 1, MAX_SAMPLE_RATE + 1, 2**31 - 1])
+def test_sample_rates_outside_the_documented_range_are_refused(rate):
+    data = _patch_wav_rate(wav(sine(440, 16000, 0.05)), rate)
+    rejects(422, "bad_sample_rate", decode_wav, data, sample_rate=16000, max_seconds=30)
+
+
+@pytest.mark.parametrize("rate", [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE])
+def test_the_ends_of_the_range_are_accepted(rate):
+    out = decode_wav(wav(sine(440, rate, 0.25), rate), sample_rate=16000, max_seconds=1)
+    assert abs(len(out) - 4000) <= 1
+
+
+def test_resampling_ratios_stay_small_and_close():
+    # Every rate of the range against the usual model rates: a filter of at most ~20000 taps,
+    # a pitch/duration error under 0.1 %.
+    for target in (8000, 16000, 22050, 44100, 48000):
+        for orig in range(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE + 1, 997):
+            ratio = resample_ratio(orig, target)
+            assert max(ratio.numerator, ratio.denominator) <= 1000, (orig, target)
+            assert abs(float(ratio) * orig / target - 1) < 1e-3, (orig, target, ratio)
+    assert resample_ratio(44100, 16000) == Fraction(160, 441)  # exact when small enough
+
+
+def test_too_many_channels_are_refused_before_reading():
+    data = wav(np.zeros((100, MAX_CHANNELS + 1), np.float32))
+    err = rejects(422, "too_many_channels", decode_wav, data, sample_rate=16000, max_seconds=1)
+    assert str(MAX_CHANNELS + 1) in err.message
+    many = np.tile(sine(440, 16000, 0.1)[:, None], (1, MAX_CHANNELS))
+    out = decode_wav(wav(many, subtype="FLOAT"), sample_rate=16000, max_seconds=1)
+    np.testing.assert_allclose(out, many[:, 0], atol=1e-6)
+
+
+def test_long_audio_is_read_in_blocks_with_the_same_result():
+    # Longer than one read block, stereo: block-wise averaging gives the whole-file result.
+    stereo = np.stack([sine(440, 16000, 5.0), sine(220, 16000, 5.0, amp=0.3)], axis=1)
+    out = decode_wav(wav(stereo, subtype="FLOAT"), sample_rate=16000, max_seconds=10)
+    np.testing.assert_array_equal(out, stereo.mean(axis=1, dtype=np.float32))
+
+
+def test_non_finite_samples_in_a_later_block():
+    samples = np.zeros(100_000, np.float32)
+    samples[-1] = np.nan
+    data = wav(samples, subtype="FLOAT")
+    rejects(422, "non_finite_audio", decode_wav, data, sample_rate=16000, max_seconds=10)
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding():
+    # Each scan of a progressive JPEG re-walks the whole image: repeating a small one
+    # thousands of times makes a few MB cost seconds of CPU.
+    data = encode(Image.fromarray(noise(64, 64)), "JPEG", progressive=True)
+    end = data.rindex(b"\xff\xd9")
+    last_scan = data[data.rindex(b"\xff\xda") : end]
+    hostile = data[:end] + last_scan * MAX_JPEG_SCANS + b"\xff\xd9"
+    err = rejects(400, "corrupt_image", decode_image, hostile, max_pixels=BIG)
+    assert f"over {MAX_JPEG_SCANS} scans" in err.message

@@ -1,8 +1,10 @@
 """The web page at `/`, driven in headless Chromium against a live server (both tasks, torch).
 
-Fixtures `live_server`, `defect_image_file` and `speech_wav_file` come from
-tests/serving/conftest.py. Every expectation is checked against what the HTTP API itself
-answers for the same bytes, so the page is tested, not the models.
+The page knows no task: it builds one section per model that /v1/models lists (ids
+`<task>-file`, `<task>-canvas`, ...), draws boxes for answers holding "detections" with a
+"box", and shows every plain field of an answer. Fixtures `live_server`, `defect_image_file`
+and `speech_wav_file` come from tests/serving/conftest.py. Every expectation is checked against
+what the HTTP API itself answers for the same bytes, so the page is tested, not the models.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from PIL import Image
 
 from browser import Browser
 
+SERVED = ("defects", "speech")  # the tasks conftest's live_server serves
+
 # Model calls on a busy CPU can be slow; the page only has to get there.
 RESULT_TIMEOUT = 60
-COLORS = {"scratch": (255, 0, 0), "crack": (0, 192, 0), "spot": (0, 96, 255)}
+# The page's box colours, by the label's position in the model card's `classes`.
+PALETTE = [(255, 0, 0), (0, 192, 0), (0, 96, 255), (255, 140, 0)]
 # Loopback must never go through an http_proxy from the environment.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -66,7 +71,7 @@ def test_page_lists_the_served_models(page, base):
     status, body = call_api(base, "/v1/models")
     assert status == 200, body
     models = body["models"]
-    assert {m["task"] for m in models} == {"defects", "speech"}
+    assert {m["task"] for m in models} == set(SERVED)
 
     shown = page.evaluate(
         "[...document.querySelectorAll('#models li')]"
@@ -78,11 +83,21 @@ def test_page_lists_the_served_models(page, base):
     )
     for m in models:
         assert any(m["runtime"] in s["text"] for s in shown if s["name"] == m["name"])
-    visible = page.evaluate(
-        "['defects-section', 'speech-section']"
-        ".map(id => document.getElementById(id).checkVisibility())"
+    # One section per served model, in the listing's order, its upload taking what the
+    # endpoint accepts.
+    sections = page.evaluate(
+        "[...document.querySelectorAll('main section')].map(s => ({task: s.dataset.task,"
+        " visible: s.checkVisibility(), accept: s.querySelector('input[type=file]').accept,"
+        " params: [...s.querySelectorAll('input[data-param]')].map(i => i.dataset.param)}))"
     )
-    assert visible == [True, True]
+    assert [s["task"] for s in sections] == [m["task"] for m in models]
+    for section, m in zip(sections, models, strict=True):
+        assert section["visible"]
+        assert set(section["accept"].split(",")) == {
+            *m["accepts"],
+            *(f".{x}" for x in m["suffixes"]),
+        }
+        assert section["params"] == list(m["parameters"])
     # Every form control has a label (screen readers), and nothing was fetched from elsewhere
     # (the machines have no internet).
     assert page.evaluate("[...document.querySelectorAll('input')].every(i => i.labels.length)")
@@ -105,14 +120,16 @@ def test_defects_upload_draws_the_api_boxes(page, base, defect_image_file):
     )
 
     page.evaluate(
-        "(() => { const el = document.getElementById('min-score'); el.value = '0';"
+        "(() => { const el = document.getElementById('defects-param-min_score'); el.value = '0';"
         " for (const t of ['input', 'change']) el.dispatchEvent(new Event(t, {bubbles: true}));"
         " })()"
     )
     page.set_files("#defects-file", [defect_image_file])
     page.wait_for("document.body.dataset.state === 'done-defects'", timeout=RESULT_TIMEOUT)
 
-    assert page.evaluate("document.querySelectorAll('#detections li').length") == len(expected)
+    assert page.evaluate("document.querySelectorAll('#defects-detections li').length") == len(
+        expected
+    )
     size = page.evaluate("(c => [c.width, c.height])(document.getElementById('defects-canvas'))")
     with Image.open(defect_image_file) as im:
         assert size == list(im.size)
@@ -133,11 +150,22 @@ def test_defects_upload_draws_the_api_boxes(page, base, defect_image_file):
         "top edge middle": (clamp((x1 + x2) / 2, w), clamp(y1, h)),
     }
     pixels = {name: canvas_pixel(page, *xy) for name, xy in points.items()}
-    colour = COLORS[best["label"]]
+    classes = next(m for m in call_api(base, "/v1/models")[1]["models"] if m["task"] == "defects")[
+        "card"
+    ]["classes"]
+    colour = PALETTE[classes.index(best["label"])]
     assert any(close_to(rgb, colour) for rgb in pixels.values()), (
         f"box {best} should be stroked in {colour}; canvas has {pixels} at {points}"
     )
+    # The whole answer is shown as JSON too, and the query parameter went with the request.
+    shown = page.evaluate("JSON.parse(document.getElementById('defects-answer').textContent)")
+    assert shown == drawn_result(page)
+    assert "min_score=0" in page.evaluate("document.getElementById('defects-summary').textContent")
     assert page.console_errors == []
+
+
+def drawn_result(page) -> dict:
+    return page.evaluate("window.lastResult.results[0]")
 
 
 def test_speech_upload_shows_the_api_transcript(page, base, speech_wav_file):
@@ -147,8 +175,17 @@ def test_speech_upload_shows_the_api_transcript(page, base, speech_wav_file):
     page.set_files("#speech-file", [speech_wav_file])
     page.wait_for("document.body.dataset.state === 'done-speech'", timeout=RESULT_TIMEOUT)
 
-    shown = page.evaluate("document.getElementById('transcript').textContent")
-    assert shown == ref["results"][0]["transcript"]
+    # Every plain field of the answer is shown, the transcript among them; no boxes here.
+    fields = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#speech-fields dd')]"
+        ".map(dd => [dd.dataset.field, dd.textContent]))"
+    )
+    answer = {k: v for k, v in ref["results"][0].items() if k != "filename"}
+    assert set(fields) == set(answer)
+    for key, value in answer.items():  # JS prints 2.0 as "2": numbers compare as numbers
+        assert fields[key] == value if isinstance(value, str) else float(fields[key]) == value
+    assert fields["transcript"] == ref["results"][0]["transcript"]
+    assert page.evaluate("document.getElementById('speech-canvas').hidden")
     assert page.evaluate("document.getElementById('speech-audio').src.startsWith('blob:')")
     assert page.console_errors == []
 

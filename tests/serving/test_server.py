@@ -59,12 +59,14 @@ def stop(proc: subprocess.Popen) -> str:
     return out
 
 
-def test_serve_defaults_to_the_pipelines_exports(tiny_pipeline, defect_image_file, tmp_path):
+def test_serve_defaults_to_the_pipelines_exports(
+    tiny_pipeline, exports, defect_image_file, tmp_path
+):
     proc, url = start(["--runtime", "onnx", "--capture-dir", str(tmp_path / "cap")], tiny_pipeline)
     try:
         wait_ready(proc, url)
         models = requests.get(f"{url}/v1/models").json()["models"]
-        assert {m["task"] for m in models} == {"defects", "speech"}
+        assert {m["task"] for m in models} == set(exports)
         assert {m["runtime"] for m in models} == {"onnx"}
         r = requests.post(
             f"{url}/v1/defects",

@@ -163,6 +163,41 @@ def test_data_hashes_equal_what_dvc_records(tmp_path):
     assert data_hashes(r, ["raw"])["raw"] != recorded["raw"]
 
 
+def test_data_hashes_reuse_dvcs_own_hash_cache(tmp_path):
+    """In a DVC repo, a file DVC has hashed is not read again: its md5 comes from DVC's state
+    database (inode, mtime, size), the one `dvc` itself keeps for the repo."""
+    import os
+
+    from dvc.repo import Repo
+
+    from liveml.tracking.lineage import dvc_site_cache_dir
+
+    r = tmp_path / "dvcrepo"
+    r.mkdir()
+    git(r, "init", "-q")
+    sh(r, DVC, "init", "-q")
+    _write_tree(r / "raw")
+    sh(r, DVC, "add", "-q", "raw")
+    recorded = yaml.safe_load((r / "raw.dvc").read_text())["outs"][0]["md5"]
+    with Repo(str(r)) as repo:
+        assert dvc_site_cache_dir(r) == repo.site_cache_dir
+
+    # Same bytes count, same mtime and inode, other content: what the cache answers for is
+    # unchanged, so the recorded hash proves the file was not read.
+    f = r / "raw" / "a.txt"
+    st = f.stat()
+    with open(f, "r+b") as out:
+        out.write(b"ALPHA\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert data_hashes(r, ["raw"]) == {"raw": recorded}
+    # A new mtime: hashed again (as `dvc status` would), and the cache learns the new md5.
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = data_hashes(r, ["raw"])["raw"]
+    assert changed != recorded
+    assert "raw" in sh(r, DVC, "status", "raw.dvc")  # DVC agrees it changed
+    assert data_hashes(r, ["raw"])["raw"] == changed
+
+
 def test_data_hashes_missing_path_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="dvc pull"):
         data_hashes(tmp_path, ["nope"])

@@ -15,7 +15,7 @@ import yaml
 
 from liveml.tracking.lineage import weights_sha256
 from liveml.tracking.runs import RunStore
-from liveml.training.run import _resume_point, load_trained, train
+from liveml.training.run import _resume_point, load_trained, save_checkpoint, train
 
 
 def test_two_runs_give_identical_weights(tiny_trainable, tiny_cfg, tmp_path):
@@ -147,7 +147,7 @@ def test_failed_fit_writes_no_model_and_keeps_checkpoints(
 
 
 def _fingerprint_of(ckpt: Path) -> str:
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["liveml"]["fingerprint"]
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["liveml"]["fingerprint"]
 
 
 def test_checkpoint_of_another_fingerprint_is_never_resumed(tmp_path):
@@ -155,7 +155,7 @@ def test_checkpoint_of_another_fingerprint_is_never_resumed(tmp_path):
     work.mkdir()
     (work / "run.json").write_text("{}")
     stamp = {"epoch": 0, "global_step": 2, "liveml": {"fingerprint": "other"}}
-    torch.save(stamp, work / "last.ckpt")
+    save_checkpoint(stamp, work / "last.ckpt")
     assert _resume_point(work, "mine") is None
     assert _resume_point(work, "other") == {
         "path": str(work / "last.ckpt"),

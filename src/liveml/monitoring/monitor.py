@@ -10,17 +10,17 @@ of training inputs would make every production window look like a confidence dro
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liveml.monitoring.drift import Profile
+
+if TYPE_CHECKING:
+    from liveml.tasks.base import Task
 
 PROFILE = "profile.npz"
 META = "reference.json"
@@ -29,25 +29,22 @@ REPORT = "report.html"
 # Draws for the reference come from this stream of the task's generator; `liveml monitor`
 # tests and benches use other streams, so none of them sees the reference's own inputs.
 REFERENCE_STREAM = 0
+# Draw stream s is the generator's split number STREAM_BASE + s: generators number their own
+# splits from 0 (train, val, test), so a draw is never one of the dataset's samples.
+STREAM_BASE = 100
 
 
 class MonitorError(RuntimeError):
     """Monitoring cannot run as asked; the message names the problem and the fix."""
 
 
-def hooks(task: str) -> ModuleType:
-    """The task's monitoring hooks: input features, model view, generator draws."""
-    return importlib.import_module(f"liveml.tasks.{task}.monitoring")
-
-
-def profile_inputs(task: str, module: Any, inputs: list[bytes]) -> tuple[Profile, dict]:
+def profile_inputs(task: Task, module: Any, inputs: list[bytes]) -> tuple[Profile, dict]:
     """(Profile of `inputs`: input features + the model's view, timing per input in ms)."""
-    h = hooks(task)
     start = time.perf_counter()
-    rows = [h.input_features(data) for data in inputs]
+    rows = [task.input_features(data) for data in inputs]
     features_s = time.perf_counter() - start
     start = time.perf_counter()
-    view = h.model_view(module, inputs)
+    view = task.model_view(module, inputs)
     model_s = time.perf_counter() - start
     for row, conf, cls in zip(rows, view["confidence"], view["predicted_class"], strict=True):
         row["confidence"] = float(conf)
@@ -80,18 +77,47 @@ def check_scenario(scenarios: dict[str, str], scenario: str | None, strength: fl
     return strength
 
 
+def draw_inputs(
+    task: Task,
+    cfg: Any,
+    n: int,
+    *,
+    stream: int,
+    scenario: str | None = None,
+    strength: float = 0.0,
+) -> list[bytes]:
+    """`n` fresh inputs of `cfg`'s recipe (drifted by `scenario` at `strength`), as the bytes
+    a client sends: input i of stream s comes from `task.sample_rng(data.seed, 100 + s, i)`,
+    so draws are deterministic in (data seed, stream, i), streams never overlap the dataset's
+    own splits, and input i shows the same draw under every scenario (paired comparisons)."""
+    if scenario is not None and not task.scenarios:
+        from liveml.tasks.base import MissingTaskPart
+
+        raise MissingTaskPart(task.name, "drifted_recipe", "drift scenarios (and `scenarios`)")
+    strength = check_scenario(task.scenarios, scenario, strength)
+    if int(stream) < 0:
+        raise ValueError(f"stream={stream}; fix: pass a stream number >= 0")
+    recipe = cfg.data
+    if scenario is not None and strength != 0:
+        recipe = task.drifted_recipe(cfg.data, scenario, strength)
+    seed = getattr(cfg.data, "seed", None)
+    seed = cfg.seed if seed is None else seed  # a recipe without its own seed: the run's
+    return [
+        task.draw_input(
+            task.sample_rng(int(seed), STREAM_BASE + int(stream), i), recipe, cfg=cfg, index=i
+        )
+        for i in range(int(n))
+    ]
+
+
 # --- reference ------------------------------------------------------------------------------
 
 
-def feedback_holdout(feedback_dir: Path, suffixes: Iterable[str]) -> list[Path]:
+def feedback_holdout(task: Task, feedback_dir: Path) -> list[Path]:
     """The held-out inputs (test split) of every feedback version under `feedback_dir`."""
-    if not feedback_dir.is_dir():
-        return []
-    found = []
-    for version in sorted(p for p in feedback_dir.iterdir() if p.is_dir()):
-        for suffix in suffixes:
-            found += sorted(version.glob(f"*/test/*.{suffix}"))
-    return found
+    from liveml.data.feedback import versions
+
+    return [e.input for version in versions(feedback_dir) for e in task.read_split(version, "test")]
 
 
 def build_reference(cfg: Any, project: Any) -> dict:
@@ -99,14 +125,15 @@ def build_reference(cfg: Any, project: Any) -> dict:
     from liveml.core.atomic import atomic_dir, atomic_write_json
     from liveml.core.config import to_dict
     from liveml.monitoring.drift import summary
+    from liveml.tasks import get_task
     from liveml.training.run import load_trained
 
+    task = get_task(cfg.task.name)
     module, record = load_trained(project.path(cfg.paths.model))
-    h = hooks(cfg.task.name)
-    inputs = h.draw_inputs(cfg, int(cfg.monitor.reference_size), stream=REFERENCE_STREAM)
-    held_out = feedback_holdout(project.path(cfg.paths.feedback), h.SUFFIXES)
+    inputs = draw_inputs(task, cfg, int(cfg.monitor.reference_size), stream=REFERENCE_STREAM)
+    held_out = feedback_holdout(task, project.path(cfg.paths.feedback))
     inputs += [p.read_bytes() for p in held_out]
-    profile, timing = profile_inputs(cfg.task.name, module, inputs)
+    profile, timing = profile_inputs(task, module, inputs)
     meta = {
         "task": cfg.task.name,
         "n": len(profile),
@@ -172,6 +199,7 @@ def read_inputs(source: Path, task: str) -> list[Observed]:
     """The inputs under `source`, oldest first: a capture root (`captures/`), one task's capture
     folder (`captures/<task>`), or any folder of input files (time = file mtime)."""
     from liveml.serving.capture import iter_captures
+    from liveml.tasks import get_task
 
     source = Path(source)
     if not source.is_dir():
@@ -186,7 +214,7 @@ def read_inputs(source: Path, task: str) -> list[Observed]:
                 Observed(r["id"], datetime.fromisoformat(r["timestamp"]), Path(r["input_path"]))
                 for r in records
             ]
-    suffixes = tuple(f".{s}" for s in hooks(task).SUFFIXES)
+    suffixes = tuple(f".{s.lower().lstrip('.')}" for s in get_task(task).suffixes)
     files = [p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
     stamped = sorted((os.stat(p).st_mtime_ns, str(p), p) for p in files)
     return [
@@ -231,6 +259,8 @@ def monitor(
     size = None if every else int(window or m.window)
     if size is not None and size < 2:
         raise MonitorError(f"--window {size} is too small; fix: use at least 2 inputs.")
+    from liveml.tasks import get_task
+
     module, record = load_trained(project.path(cfg.paths.model))
     reference, meta = load_reference(project.path(cfg.paths.reference), record)
     items = read_inputs(source, cfg.task.name)
@@ -243,7 +273,7 @@ def monitor(
     profile = None
     if len(used):
         profile, timing = profile_inputs(
-            cfg.task.name, module, [items[i].path.read_bytes() for i in used]
+            get_task(cfg.task.name), module, [items[i].path.read_bytes() for i in used]
         )
     reports, groups, offset = [], [], 0
     for index, span in enumerate(spans):

@@ -75,17 +75,18 @@ def last_consumed(feedback_dir: Path) -> str | None:
 def retrain(cfg: Any, project: Any, result: Monitoring, labels: list[Path], report_dir: Path):
     """Run the loop for a persistent drift in `result`; returns the `retrain` summary dict
     (also saved as a run record)."""
-    from liveml.data.feedback import task_feedback
+    from liveml.data.feedback import score, write_version
+    from liveml.tasks import get_task
     from liveml.tracking.runs import RunStore
     from liveml.training.run import load_trained
 
     task, m = cfg.task.name, cfg.monitor
-    fb = task_feedback(task)
+    contract = get_task(task)
     inputs = drifted_inputs(result)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     version = f"{stamp}-drift"
     version_dir = project.path(cfg.paths.feedback) / version
-    truth = fb.ground_truth([Path(p) for p in labels])
+    truth = contract.ground_truth([Path(p) for p in labels])
     drifted_features = sorted(
         {
             f
@@ -107,8 +108,13 @@ def retrain(cfg: Any, project: Any, result: Monitoring, labels: list[Path], repo
         "captures": [o.id for o in inputs],
         "labels": [str(Path(p).absolute()) for p in labels],
     }
-    counts = fb.write_version(
-        [o.path for o in inputs], truth, version_dir, holdout=m.holdout, provenance=provenance
+    counts = write_version(
+        contract,
+        [o.path for o in inputs],
+        truth,
+        version_dir,
+        holdout=m.holdout,
+        provenance=provenance,
     )
     repo = Repo(project.root)
     rel = version_dir.relative_to(project.root)
@@ -132,8 +138,8 @@ def retrain(cfg: Any, project: Any, result: Monitoring, labels: list[Path], repo
         original = project.path(cfg.paths.data)
         scores = {
             role: {
-                "original": fb.quality(cfg, module, original, "test"),
-                "drifted": fb.quality(cfg, module, version_dir, "test"),
+                "original": score(contract, cfg, module, original, "test"),
+                "drifted": score(contract, cfg, module, version_dir, "test"),
             }
             for role, module in (("champion", champion_module), ("challenger", challenger_module))
         }

@@ -4,102 +4,60 @@ A file is written atomically and only after the *reloaded* file reproduced the e
 the example and on a second input; loading for that check never unpickles Python objects
 (TorchScript archive via `torch.jit.load`, ONNX via onnxruntime).
 
-Detection models (torchvision FCOS, RetinaNet, ...) take a list of images and return a list of
-dicts; `DeployableDetector` gives them a tensor-in, tensors-out signature that both formats keep.
+What is exported is the task's `deployable` (tensors in, a tuple of tensors out); the task's
+`signature` names its inputs and outputs, and its `export_options` say which ONNX axes stay free
+and how two output tuples compare (e.g. detections whose order may differ).
 """
 
 from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from liveml.core.atomic import atomic_path
 
+if TYPE_CHECKING:
+    from liveml.tasks.base import Task
+
 ONNX_OPSET = 17
+TORCHSCRIPT = "model.ts"
+ONNX = "model.onnx"
+
+Compare = Callable[[tuple[Tensor, ...], tuple[Tensor, ...], str], float]
+CheckInfo = Callable[[list[tuple[Tensor, ...]]], dict]
 
 
 class ExportError(RuntimeError):
     """An export failed or its file does not reproduce the eager model; the message says why."""
 
 
-class DeployableDetector(nn.Module):
-    """A torchvision detector behind a flat signature: images [N,3,H,W] float 0..1 in;
-    boxes [K,4] xyxy pixels, scores [K], labels [K] (1-based class ids), image_index [K] out,
-    the detections of all N images concatenated (image_index says which image each is from)."""
-
-    input_names = ("images",)
-    output_names = ("boxes", "scores", "labels", "image_index")
-
-    def __init__(self, detector: nn.Module):
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        imgs = list(images.unbind(0))
-        # Scripted torchvision detectors always return (losses, detections); eager ones the list.
-        if torch.jit.is_scripting():
-            _, dets = self.detector(imgs)
-        else:
-            dets = self.detector(imgs)
-        index = [torch.full_like(d["labels"], i) for i, d in enumerate(dets)]
-        return (
-            torch.cat([d["boxes"] for d in dets]),
-            torch.cat([d["scores"] for d in dets]),
-            torch.cat([d["labels"] for d in dets]),
-            torch.cat(index),
-        )
-
-    @staticmethod
-    def signature(example: Tensor, batch: int | str = "N") -> dict:
-        """Input/output signature in words and shapes (for the export info and model card)."""
-        _, c, h, w = example.shape
-        return {
-            "inputs": [
-                {
-                    "name": "images",
-                    "dtype": "float32",
-                    "shape": [batch, c, h, w],
-                    "meaning": "RGB images scaled to 0..1",
-                }
-            ],
-            "outputs": [
-                {
-                    "name": "boxes",
-                    "dtype": "float32",
-                    "shape": ["K", 4],
-                    "meaning": "x1, y1, x2, y2 in input pixels",
-                },
-                {"name": "scores", "dtype": "float32", "shape": ["K"], "meaning": "confidence"},
-                {
-                    "name": "labels",
-                    "dtype": "int64",
-                    "shape": ["K"],
-                    "meaning": "1-based index into task.classes",
-                },
-                {
-                    "name": "image_index",
-                    "dtype": "int64",
-                    "shape": ["K"],
-                    "meaning": "which input image (0..N-1) the detection belongs to",
-                },
-            ],
-        }
-
-
-def as_deployable(model: nn.Module) -> nn.Module:
-    """Wrap a torchvision detection model in `DeployableDetector` (others pass through), in
-    eval mode: exports capture inference behaviour."""
-    from torchvision.models.detection.transform import GeneralizedRCNNTransform
-
-    if isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform):
-        model = DeployableDetector(model)
-    return model.eval()
+def export_task(task: Task, module: Any, inputs: Sequence[Tensor], out_dir: Path) -> list[dict]:
+    """Both exports of the task's deployable into `out_dir` (model.ts, model.onnx), checked on
+    `inputs` (real test inputs, batch of 1: the first is the example); returns their infos."""
+    net = task.deployable(module)
+    example, checks = inputs[0], list(inputs[1:])
+    signature = task.signature(example)
+    options = dict(task.export_options(example) or {})
+    dynamic_axes = options.get("dynamic_axes")
+    if dynamic_axes is None:  # default: a free batch axis on every input and output
+        names = [s["name"] for s in [*signature["inputs"], *signature["outputs"]]]
+        dynamic_axes = {name: {0: "N"} for name in names}
+    common = {
+        "check_inputs": checks,
+        "signature": signature,
+        "compare": options.get("compare"),
+        "check_info": options.get("check_info"),
+    }
+    return [
+        export_torchscript(net, example, Path(out_dir) / TORCHSCRIPT, **common),
+        export_onnx(net, example, Path(out_dir) / ONNX, dynamic_axes=dynamic_axes, **common),
+    ]
 
 
 def export_torchscript(
@@ -109,15 +67,20 @@ def export_torchscript(
     *,
     check_inputs: Sequence[Tensor] | None = None,
     atol: float = 1e-3,
+    signature: dict | None = None,
+    compare: Compare | None = None,
+    check_info: CheckInfo | None = None,
 ) -> dict:
-    """Script `model` (scripting keeps the data-dependent detection post-processing), save it,
-    reload the archive and check it against the eager model. Batch size stays free."""
-    model = as_deployable(model)
+    """Script `model` (scripting keeps data-dependent post-processing such as detection's),
+    save it, reload the archive and check it against the eager model (with `compare`, default
+    element-wise). Batch size stays free. `signature` names inputs and outputs in the info
+    (default: dtypes and shapes of the example's tensors)."""
+    model = model.eval()
     inputs = _check_inputs(example, check_inputs)
     with warnings.catch_warnings(), atomic_path(path) as tmp:
         # torch 2.10+ deprecates TorchScript in favour of torch.export, which cannot capture
-        # detection post-processing yet (see export_onnx); scripted FCOS warns on every call
-        # that it returns (losses, detections), which DeployableDetector handles.
+        # detection post-processing yet (see export_onnx); scripted torchvision detectors warn
+        # on every call that they return (losses, detections), which their deployables handle.
         warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)
         warnings.filterwarnings("ignore", r".*returns a \(Losses, Detections\) tuple", UserWarning)
         try:
@@ -126,8 +89,10 @@ def export_torchscript(
             raise ExportError(f"TorchScript: torch.jit.script failed: {e}") from e
         scripted.save(str(tmp))
         loaded = torch.jit.load(str(tmp), map_location="cpu")
-        diff, n_dets = _check(model, lambda x: loaded(x), inputs, atol, "TorchScript")
-        info = _info("torchscript", path, tmp, diff, n_dets, model, example, batch="N")
+        diff, refs = _check(model, lambda x: loaded(x), inputs, atol, "TorchScript", compare)
+        info = _info("torchscript", path, tmp, diff, model, example, signature)
+        if check_info is not None:
+            info.update(check_info(refs))
     return info
 
 
@@ -139,21 +104,28 @@ def export_onnx(
     check_inputs: Sequence[Tensor] | None = None,
     atol: float = 1e-3,
     opset: int = ONNX_OPSET,
+    signature: dict | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    compare: Compare | None = None,
+    check_info: CheckInfo | None = None,
 ) -> dict:
     """Export to ONNX with the TorchScript-based exporter and check it in onnxruntime.
 
-    Why not the default dynamo exporter: `torch.export` cannot trace torchvision's detection
-    post-processing (batched_nms branches on a data-dependent box count). The TorchScript-based
-    exporter traces, so the batch size is fixed to the example's (1 for a latency model); the
-    number of detections K stays dynamic.
+    Why not the default dynamo exporter: `torch.export` cannot trace data-dependent control
+    flow such as torchvision's detection post-processing (batched_nms branches on the box
+    count). The TorchScript-based exporter traces: every axis is fixed to the example's except
+    those in `dynamic_axes` ({name: {axis: label}}, e.g. {"waveforms": {0: "N", 1: "S"}}),
+    and data-dependent sizes (a detector's K) stay dynamic. Input and output names come from
+    `signature` (default: "input", unnamed outputs).
     """
     import onnxruntime as ort
 
-    model = as_deployable(model)
-    input_names = list(getattr(model, "input_names", ("input",)))
-    output_names = getattr(model, "output_names", None)
-    # A deployable may declare free axes, e.g. {"waveforms": {1: "samples"}} for audio length.
-    dynamic_axes = getattr(model, "dynamic_axes", None)
+    model = model.eval()
+    if signature is not None:
+        input_names = [s["name"] for s in signature["inputs"]]
+        output_names = [s["name"] for s in signature["outputs"]]
+    else:
+        input_names, output_names = ["input"], None
     inputs = _check_inputs(example, check_inputs)
     with atomic_path(path) as tmp:
         try:
@@ -168,7 +140,7 @@ def export_onnx(
                     dynamo=False,
                     opset_version=opset,
                     input_names=input_names,
-                    output_names=list(output_names) if output_names else None,
+                    output_names=output_names,
                     dynamic_axes=dict(dynamic_axes) if dynamic_axes else None,
                 )
         except Exception as e:
@@ -185,8 +157,11 @@ def export_onnx(
         fitting = [
             x for x in inputs if _fits(x, example, free)
         ]  # other axes are fixed in the graph
-        diff, n_dets = _check(model, run, fitting, atol, "ONNX")
-        info = _info("onnx", path, tmp, diff, n_dets, model, example, batch=example.shape[0])
+        diff, refs = _check(model, run, fitting, atol, "ONNX", compare)
+        fixed = _fixed_batch(signature, dynamic_axes or {}, int(example.shape[0]))
+        info = _info("onnx", path, tmp, diff, model, example, fixed)
+        if check_info is not None:
+            info.update(check_info(refs))
         info.update(opset=opset, exporter="torch.onnx.export(dynamo=False)", runtime="onnxruntime")
     return info
 
@@ -218,25 +193,24 @@ def _outputs(out: Any) -> tuple[Tensor, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _check(model: nn.Module, run, inputs: list[Tensor], atol: float, fmt: str):
-    """Max abs difference between eager and exported outputs over `inputs`; raise when off."""
-    worst, n_dets = 0.0, []
+def _check(model: nn.Module, run, inputs: list[Tensor], atol: float, fmt: str, compare=None):
+    """(max abs difference between eager and exported outputs over `inputs`, the eager
+    outputs); raise when off."""
+    compare = compare or _compare_tensors
+    worst, refs = 0.0, []
     for i, x in enumerate(inputs):
         with torch.inference_mode():
             ref = _outputs(model(x))
             got = _outputs(run(x))
-        if isinstance(model, DeployableDetector):
-            diff = _compare_detections(ref, got, f"{fmt} on check input {i}")
-            n_dets.append(int(ref[0].shape[0]))
-        else:
-            diff = _compare_tensors(ref, got, f"{fmt} on check input {i}")
+        diff = compare(ref, got, f"{fmt} on check input {i}")
         if diff > atol:
             raise ExportError(
                 f"{fmt} on check input {i}: outputs differ from the eager model by {diff:.3g} "
                 f"(> atol {atol:g}); the exported file is not written."
             )
         worst = max(worst, diff)
-    return worst, n_dets
+        refs.append(ref)
+    return worst, refs
 
 
 def _compare_tensors(ref: tuple[Tensor, ...], got: tuple[Tensor, ...], where: str) -> float:
@@ -256,45 +230,36 @@ def _compare_tensors(ref: tuple[Tensor, ...], got: tuple[Tensor, ...], where: st
     return worst
 
 
-def _compare_detections(ref: tuple[Tensor, ...], got: tuple[Tensor, ...], where: str) -> float:
-    """Compare detection sets regardless of the order of tied scores: pair each eager detection
-    with its closest exported one (same image and label) by optimal assignment."""
-    import numpy as np
-    from scipy.optimize import linear_sum_assignment
-
-    boxes, scores, labels, index = ref
-    g_boxes, g_scores, g_labels, g_index = (t.to(r.dtype) for t, r in zip(got, ref, strict=True))
-    if boxes.shape[0] != g_boxes.shape[0]:
-        raise ExportError(
-            f"{where}: {g_boxes.shape[0]} detections, eager model gives {boxes.shape[0]}"
-        )
-    if boxes.shape[0] == 0:
-        return 0.0
-    cost = torch.maximum(
-        torch.cdist(boxes, g_boxes, p=float("inf")),
-        (scores[:, None] - g_scores[None, :]).abs(),
-    ).numpy()
-    same = ((labels[:, None] == g_labels[None, :]) & (index[:, None] == g_index[None, :])).numpy()
-    rows, cols = linear_sum_assignment(np.where(same, cost, 1e9))
-    if not same[rows, cols].all():
-        raise ExportError(f"{where}: labels or image indices differ from the eager model")
-    return float(cost[rows, cols].max())
-
-
 def _spec(t: Tensor) -> dict:
     return {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
 
 
-def _info(fmt, path, tmp, diff, n_dets, model, example, batch) -> dict:
-    if isinstance(model, DeployableDetector):
-        signature = model.signature(example, batch=batch)
-    elif hasattr(model, "signature"):
-        signature = model.signature(example)
-    else:
+def _fixed_batch(signature: dict | None, dynamic_axes: dict, batch: int) -> dict | None:
+    """The signature of a traced graph: a batch axis (the first input's leading symbol) that
+    `dynamic_axes` leaves fixed becomes the example's batch size."""
+    if signature is None or not signature.get("inputs"):
+        return signature
+    symbol = signature["inputs"][0]["shape"][0]
+    if not isinstance(symbol, str):
+        return signature
+
+    def fix(spec: dict) -> dict:
+        shape = list(spec["shape"])
+        if shape and shape[0] == symbol and 0 not in dynamic_axes.get(spec["name"], {}):
+            return {**spec, "shape": [batch, *shape[1:]]}
+        return spec
+
+    return {
+        k: [fix(s) for s in v] if k in ("inputs", "outputs") else v for k, v in signature.items()
+    }
+
+
+def _info(fmt, path, tmp, diff, model, example, signature) -> dict:
+    if signature is None:
         with torch.inference_mode():
             outs = _outputs(model(example))
         signature = {"inputs": [_spec(example)], "outputs": [_spec(o) for o in outs]}
-    info = {
+    return {
         "format": fmt,
         "file": str(path),
         "sha256": sha256_file(tmp),
@@ -303,11 +268,3 @@ def _info(fmt, path, tmp, diff, n_dets, model, example, batch) -> dict:
         "inputs": signature["inputs"],
         "outputs": signature["outputs"],
     }
-    if n_dets:
-        info["check_detections"] = n_dets  # how many detections each check input compared
-        if not any(n_dets):
-            info["check_warning"] = (
-                "no detections on any check input: only empty outputs were compared; "
-                "pass real images as check_inputs"
-            )
-    return info

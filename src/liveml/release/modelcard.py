@@ -18,8 +18,8 @@ REQUIRED_RECORD_KEYS = ("run_id", "fingerprint", "code", "config", "data", "envi
 LIMITATIONS = (
     "Trained from scratch on synthetic data (no pretrained weights). Quality on real inputs "
     "is unknown until measured on them; inputs outside the data recipe recorded in "
-    "lineage.config.data (e.g. other capture conditions or defect sizes) may score worse than "
-    "the metrics say. Speed was measured on the machine named in metrics.device and differs "
+    "lineage.config.data (e.g. other capture conditions) may score worse than the metrics "
+    "say. Speed was measured on the machine named in metrics.device and differs "
     "on other hardware."
 )
 
@@ -76,9 +76,10 @@ def build_card(
         "exports": [dict(e) for e in exports],
         "intended_use": intended_use
         or (
-            f"{task}: find and box {', '.join(classes)} on images like those described by "
-            "the data recipe in lineage.config.data, as a screening aid whose findings a "
-            "person reviews."
+            f"{task}: predictions"
+            + (f" of {', '.join(classes)}" if classes else "")
+            + " for inputs like those described by the data recipe in lineage.config.data, "
+            "as an aid whose answers a person reviews."
         ),
         "limitations": limitations,
     }

@@ -4,6 +4,10 @@
 them through the model's dynamic batcher. `/healthz` says the process is up, `/readyz` that
 every model is loaded and warm, `/metrics` is Prometheus, `/v1/models` lists the model cards.
 Models load in the background after start-up, so probes answer at once.
+
+The event loop only moves bytes: decoding runs on a bounded pool of threads and models on one
+inference thread, so probes and refusals answer at once however heavy the uploads. Request
+bodies are bounded in size, in time and in the memory they hold together (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -13,20 +17,23 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from liveml.serving.batching import Batcher, QueueFull
 from liveml.serving.capture import Capture
-from liveml.serving.config import ServeConfig
+from liveml.serving.config import PUBLIC_ENDPOINTS, ServeConfig
 from liveml.serving.inputs import InputError, check_media_type
 from liveml.serving.metrics import ServerMetrics
 from liveml.serving.predictors import Predictor, build_predictor
@@ -56,6 +63,14 @@ class Server:
         # pool belongs to the calling thread, and a second thread's pool would fight it for
         # the cores (a batch-1 forward measured 3x slower from a second thread on 2 cores).
         self.infer = ThreadPoolExecutor(1, thread_name_prefix="infer")
+        # Decoding (image and audio parsing, resizing, resampling) runs here, never on the event
+        # loop: a 16-image upload once stalled /healthz for 6.7 s. The pool's size bounds the
+        # decode CPU and memory; `decoding` bounds the inputs waiting for it.
+        self.decoder = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
+        self.decoding = 0
+        # Request-body bytes held in memory by all requests together.
+        self.body_budget = max(cfg.max_inflight_bytes, cfg.max_body_bytes)
+        self.body_bytes = 0
         self.capture = (
             Capture(
                 cfg.capture_dir,
@@ -78,6 +93,7 @@ class Server:
             for batcher in self.batchers.values():
                 await batcher.stop()
             self.infer.shutdown(wait=True)
+            self.decoder.shutdown(wait=True)
             if self.capture:
                 self.capture.close()
 
@@ -179,6 +195,7 @@ class Server:
         return observe
 
     def authorize(self, request: Request) -> None:
+        """Raise 401 unless the server has no token or the request carries it."""
         if self.cfg.token is None:
             return
         given = request.headers.get("authorization", "")
@@ -207,25 +224,43 @@ class Server:
         return self.predictors[task], self.batchers[task]
 
     async def payloads(
-        self, request: Request, predictor: Predictor
+        self, request: Request, predictor: Predictor, hold: _BodyHold
     ) -> list[tuple[str | None, bytes]]:
-        """(filename, bytes) of each input: the raw body, or each file of a multipart form."""
+        """(filename, bytes) of each input: the raw body, or each file of a multipart form.
+
+        The body must arrive within `body_timeout_s` (408) and fit the size limit (413) and the
+        memory budget all requests share (503)."""
         limit = self.cfg.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise _too_large(int(declared), limit)  # before reading a byte of the body
-        content_type = request.headers.get("content-type", "")
-        if content_type.lower().startswith("multipart/form-data"):
-            return await self._multipart(request, predictor, limit)
-        check_media_type(content_type, predictor.media_types, predictor.task)
-        body = b"".join([chunk async for chunk in _limited(request, limit)])
-        return [(None, body)]
+        if declared and declared.isdigit():
+            if int(declared) > limit:
+                raise _too_large(int(declared), limit)  # before reading a byte of the body
+            hold.take(int(declared))
+        try:
+            async with asyncio.timeout(self.cfg.body_timeout_s):
+                content_type = request.headers.get("content-type", "")
+                if content_type.lower().startswith("multipart/form-data"):
+                    return await self._multipart(request, predictor, limit, hold)
+                check_media_type(content_type, predictor.media_types, predictor.task)
+                body = b"".join([chunk async for chunk in _limited(request, limit, hold)])
+                return [(None, body)]
+        except TimeoutError:
+            raise InputError(
+                408,
+                "body_timeout",
+                f"the request body did not arrive within {self.cfg.body_timeout_s:g} s; fix: "
+                "send smaller files, from a faster link, or raise the server's body_timeout_s "
+                "(LIVEML_SERVE_BODY_TIMEOUT_S)",
+            ) from None
 
-    async def _multipart(self, request, predictor, limit) -> list[tuple[str | None, bytes]]:
+    async def _multipart(self, request, predictor, limit, hold) -> list[tuple[str | None, bytes]]:
         from starlette.formparsers import MultiPartException, MultiPartParser
 
         parser = MultiPartParser(
-            request.headers, _limited(request, limit), max_files=self.cfg.max_items, max_fields=8
+            request.headers,
+            _limited(request, limit, hold),
+            max_files=self.cfg.max_items,
+            max_fields=8,
         )
         try:
             form = await parser.parse()
@@ -236,30 +271,56 @@ class Server:
                 f"cannot read the multipart form: {e}; fix: send at most "
                 f"{self.cfg.max_items} files as form fields named `file`",
             ) from e
-        files = [v for _, v in form.multi_items() if not isinstance(v, str)]
-        if not files:
-            raise InputError(
-                400,
-                "empty_body",
-                "the multipart form has no file; fix: `curl -F file=@input`",
-            )
-        out = []
-        for f in files:
-            check_media_type(f.content_type, predictor.media_types, predictor.task)
-            out.append((f.filename, await f.read()))
-        await form.close()
-        return out
+        try:
+            files = [v for _, v in form.multi_items() if not isinstance(v, str)]
+            if not files:
+                raise InputError(
+                    400,
+                    "empty_body",
+                    "the multipart form has no file; fix: `curl -F file=@input`",
+                )
+            out = []
+            for f in files:
+                check_media_type(f.content_type, predictor.media_types, predictor.task)
+                out.append((f.filename, await f.read()))
+            return out
+        finally:
+            await form.close()
+
+    async def decode(self, predictor: Predictor, payloads: list[tuple[str | None, bytes]]):
+        """Every payload decoded on the decode threads, in order; the first bad one (by
+        position) raises. 503 when too many inputs already wait for a decode thread."""
+        if self.decoding + len(payloads) > self.cfg.queue_size:
+            raise QueueFull(f"{self.decoding} inputs are already waiting to be decoded")
+        loop = asyncio.get_running_loop()
+        self.decoding += len(payloads)
+        try:
+            jobs = [
+                loop.run_in_executor(self.decoder, _decode, predictor, i, name, data)
+                for i, (name, data) in enumerate(payloads)
+            ]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            self.decoding -= len(payloads)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
 
     async def predict(self, task: str, request: Request) -> Response:
         start = time.perf_counter()
         status, code = 200, "ok"
+        hold = _BodyHold(self)
         try:
             self.authorize(request)
             predictor, batcher = self.predictor(task)
             options = predictor.options(request.query_params)
+            if batcher.depth >= batcher.queue_size:  # refuse before reading the body
+                raise QueueFull(f"{batcher.queue_size} requests are already queued")
             with batcher.incoming():
-                payloads = await self.payloads(request, predictor)
-                prepared = [_decode(predictor, i, n, data) for i, (n, data) in enumerate(payloads)]
+                payloads = await self.payloads(request, predictor, hold)
+                hold.body_read = True
+                prepared = await self.decode(predictor, payloads)
             answers = await asyncio.gather(*(batcher.submit(p, p.key) for p in prepared))
             results = []
             for (name, data), answer in zip(payloads, answers, strict=True):
@@ -274,23 +335,30 @@ class Server:
             return JSONResponse(body)
         except InputError as e:
             status, code = e.status, e.code
-            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else {}
             if e.status == 503:
-                headers = {"Retry-After": "5"}
-            return error_response(e.status, e.code, e.message, headers)
+                headers["Retry-After"] = "1" if e.code == "overloaded" else "5"
+            return error_response(e.status, e.code, e.message, hold.closing(headers))
         except QueueFull as e:
             status, code = 503, "overloaded"
             return error_response(
                 503,
                 "overloaded",
                 f"the {task} queue is full ({e}); fix: retry after the Retry-After seconds",
-                {"Retry-After": "1"},
+                hold.closing({"Retry-After": "1"}),
             )
+        except ClientDisconnect:
+            # The client went away mid-upload: its outcome, not a model failure (no traceback;
+            # 499 is the status nginx logs for it). Nobody reads this answer.
+            status, code = 499, "client_closed"
+            log.info("%s: the client closed the connection before sending the whole body", task)
+            return error_response(499, "client_closed", "the client closed the connection")
         except Exception as e:
             log.exception("prediction failed")
             status, code = 500, "model_error"
             return error_response(500, "model_error", f"the model failed on this input: {e}")
         finally:
+            hold.release()
             label = task if task in self.cfg.models else "unknown"
             self.metrics.requests.labels(label, str(status)).inc()
             if status != 200:
@@ -311,7 +379,9 @@ class Server:
         if queued:
             self.metrics.captured.labels(predictor.task).inc()
 
-    def models(self) -> dict:
+    def models(self, full: bool) -> dict:
+        """The served models; `full` shows each card as written, otherwise with no host detail
+        (see `public_card`)."""
         return {
             "models": [
                 {
@@ -320,11 +390,68 @@ class Server:
                     "runtime": p.runtime.runtime,
                     "endpoint": f"/v1/{task}",
                     "accepts": sorted(p.media_types),
-                    "card": p.runtime.card,
+                    "suffixes": list(p.suffixes),
+                    "parameters": dict(p.parameters),
+                    "card": p.runtime.card if full else public_card(p.runtime.card),
                 }
                 for task, p in self.predictors.items()
             ]
         }
+
+
+class _BodyHold:
+    """One request's share of the servers's body-memory budget (`max_inflight_bytes`)."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.held = 0
+        self.body_read = False
+
+    def take(self, size: int) -> None:
+        """Hold `size` bytes more, or raise 503 when the budget cannot take them now."""
+        s = self.server
+        if s.body_bytes + size > s.body_budget:
+            raise InputError(
+                503,
+                "overloaded",
+                f"the server holds {s.body_bytes} bytes of uploads already and this one needs "
+                f"{size} more (limit {s.body_budget}); fix: retry after the Retry-After seconds",
+            )
+        s.body_bytes += size
+        self.held += size
+
+    def release(self) -> None:
+        self.server.body_bytes -= self.held
+        self.held = 0
+
+    def closing(self, headers: dict) -> dict:
+        """`headers`, plus `Connection: close` when the body was not read: the client may
+        still be sending it, and reading it only to throw it away is waste."""
+        return headers if self.body_read else {**headers, "Connection": "close"}
+
+
+# Card keys that name the machine; "platform" keeps only the OS name ("Linux-6.1.0-...-x86_64"
+# says the kernel build).
+_HOST_KEYS = frozenset({"hostname", "host_name", "node", "user", "username", "cwd", "home"})
+_WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def public_card(value: Any, key: str | None = None) -> Any:
+    """A model card fit to show anyone: absolute paths cut to their last part, the platform
+    string to the OS name, and keys naming the host, user or working folder left out."""
+    if isinstance(value, dict):
+        return {k: public_card(v, k) for k, v in value.items() if k not in _HOST_KEYS}
+    if isinstance(value, list):
+        return [public_card(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    if key == "platform":
+        return value.split("-", 1)[0]
+    if value.startswith(("/", "~")):
+        return PurePosixPath(value).name
+    if _WINDOWS_PATH.match(value):
+        return PureWindowsPath(value).name
+    return value
 
 
 def _card_stamp(export_dir: str) -> str:
@@ -351,23 +478,42 @@ def _too_large(size: int, limit: int) -> InputError:
     )
 
 
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: Request, limit: int, hold: _BodyHold) -> AsyncIterator[bytes]:
     """The request body, stopped with 413 as soon as it passes `limit` (chunked uploads have
-    no Content-Length to check up front)."""
+    no Content-Length to check up front), each byte held in the body budget."""
     seen = 0
     async for chunk in request.stream():
         seen += len(chunk)
         if seen > limit:
             raise _too_large(seen, limit)
+        if seen > hold.held:
+            hold.take(seen - hold.held)
         yield chunk
 
 
 def create_app(cfg: ServeConfig) -> FastAPI:
-    """The ASGI app serving `cfg.models`."""
+    """The ASGI app serving `cfg.models`.
+
+    With a token set, every endpoint but `/`, `/healthz` and `/readyz` needs it, except those
+    `cfg.public_endpoints` names ("metrics": /metrics; "docs": /docs, /redoc, /openapi.json).
+    """
     server = Server(cfg)
-    app = FastAPI(title="liveml", lifespan=server.lifespan)
+    guarded = set() if cfg.token is None else set(PUBLIC_ENDPOINTS) - set(cfg.public_endpoints)
+    # FastAPI's own docs routes cannot check a token: when guarded, ours below replace them.
+    docs = (
+        {} if "docs" not in guarded else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    )
+    app = FastAPI(title="liveml", lifespan=server.lifespan, **docs)
     app.state.server = server
     page = resources.files("liveml.serving").joinpath("page.html").read_text()
+
+    def refused(request: Request) -> Response | None:
+        """The 401 answer for a request without the token, or None when it may pass."""
+        try:
+            server.authorize(request)
+        except InputError as e:
+            return error_response(e.status, e.code, e.message, {"WWW-Authenticate": "Bearer"})
+        return None
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -394,20 +540,40 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return error_response(503, "not_ready", "models are loading", {"Retry-After": "2"})
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if "metrics" in guarded and (answer := refused(request)):
+            return answer
         return Response(server.metrics.render(), media_type=server.metrics.content_type)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
-        try:
-            server.authorize(request)
-        except InputError as e:
-            return error_response(e.status, e.code, e.message, {"WWW-Authenticate": "Bearer"})
-        return JSONResponse(server.models())
+        if answer := refused(request):
+            return answer
+        # The full cards only to token holders; an open server shows no host detail.
+        return JSONResponse(server.models(full=cfg.token is not None))
 
     @app.post("/v1/{task}")
     async def predict(task: str, request: Request) -> Response:
         return await server.predict(task, request)
+
+    if "docs" in guarded:
+        from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(request: Request) -> Response:
+            return refused(request) or JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False)
+        async def swagger(request: Request) -> Response:
+            return refused(request) or get_swagger_ui_html(
+                openapi_url="/openapi.json", title="liveml - docs"
+            )
+
+        @app.get("/redoc", include_in_schema=False)
+        async def redoc(request: Request) -> Response:
+            return refused(request) or get_redoc_html(
+                openapi_url="/openapi.json", title="liveml - docs"
+            )
 
     return app
 

@@ -3,7 +3,7 @@
 One worker per model takes what is queued (up to `max_batch`), waits up to `max_wait_ms` for
 more only while other requests are still being decoded (so a lone request is not delayed),
 and runs the batch on the given executor (the server's one inference thread). Items with
-different keys (e.g. speech clips of different lengths) run as separate calls of one cycle.
+different keys (e.g. audio clips of different lengths) run as separate calls of one cycle.
 When a batch call fails, its items are retried one by one, so one bad input never fails the
 others. The queue is bounded: a full queue raises `QueueFull` at once (the server answers
 503 + Retry-After) instead of growing.

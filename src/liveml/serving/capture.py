@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from liveml.core.atomic import atomic_write_bytes
+from liveml.core.atomic import atomic_write_bytes, clean_stale_temps
 
 __all__ = ["Capture", "iter_captures"]
 
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"[a-z0-9_]{1,64}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Every file of a record starts with its id: "<id>.json", "<id>.<suffix>", and the hidden
-# temp files ".<id>.<name>.XXXX.tmp" an atomic write killed midway leaves behind.
+# temp files ".<id>.<name>.<pid>-XXXXXXXX.tmp" an atomic write killed midway leaves behind
+# (removed at start-up once their writer is gone, see liveml.core.atomic).
 _FILE = re.compile(r"\.?(\d{20}-[0-9a-f]{8})\..+")
 _RECORD = re.compile(r"(\d{20}-[0-9a-f]{8})\.json")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -279,10 +280,15 @@ class Capture:
                 Path(day).rmdir()  # succeeds only once the day is empty
 
     def _scan(self) -> None:
-        """Index the records already under root (a previous run's), so the bound holds."""
+        """Index the records already under root (a previous run's), so the bound holds; the
+        temp files of writes a killed process left are removed first."""
         groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
         for task_dir in _subdirs(self.root, _NAME):
             for day in _subdirs(task_dir, _DAY):
+                if stale := clean_stale_temps(day):
+                    log.info(
+                        "capture: removed %d temp files of killed writes in %s", len(stale), day
+                    )
                 for path in day.iterdir():
                     match = _FILE.fullmatch(path.name)
                     if match is None or not path.is_file():

@@ -35,7 +35,7 @@ AUDIO_TYPES: frozenset[str] = frozenset(
 )
 
 # The example in a 415 message: the first of these that the endpoint accepts.
-_EXAMPLE_FILES = {"image/png": "photo.png", "image/jpeg": "photo.jpg", "audio/wav": "speech.wav"}
+_EXAMPLE_FILES = {"image/png": "photo.png", "image/jpeg": "photo.jpg", "audio/wav": "clip.wav"}
 
 
 def _how_to_send(accepted: Collection[str]) -> str:
@@ -73,6 +73,10 @@ def check_media_type(content_type: str | None, accepted: Collection[str], what: 
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
+# Start-of-scan markers a JPEG may hold. Encoders write 1 (baseline) to about 12 (progressive);
+# each scan of a progressive JPEG re-walks the whole image, so a body of thousands of tiny
+# scans costs minutes of CPU. The count is an upper bound (an EXIF thumbnail adds its own).
+MAX_JPEG_SCANS = 256
 _IMAGE_FIX = "fix: " + _how_to_send(IMAGE_TYPES)
 
 
@@ -138,7 +142,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     The format is sniffed from the bytes and the size read from the header, and images over
     `max_pixels` are refused before a pixel is decoded. PIL's plugin classes are used
     directly instead of `Image.open`: its decompression-bomb check warns or raises against a
-    process-wide limit before we could apply ours; here `max_pixels` is the bomb defence.
+    process-wide limit before we could apply ours; here `max_pixels` is the bomb defence, and
+    MAX_JPEG_SCANS bounds a progressive JPEG's work.
     Any mode (L, LA, P, RGBA, CMYK, 16-bit) comes out as RGB; alpha is dropped.
     """
     if not data:
@@ -162,6 +167,10 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
             "the body is not a JPEG or PNG image (its first bytes match no known image format)"
         )
 
+    if plugin is JpegImagePlugin.JpegImageFile and data.count(b"\xff\xda") > MAX_JPEG_SCANS:
+        raise _corrupt_image(
+            f"the JPEG holds over {MAX_JPEG_SCANS} scans (normal photos have at most a dozen)"
+        )
     fp = io.BytesIO(data)
     try:
         im = plugin(fp)
@@ -198,12 +207,37 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
 
 _WAV_FORMATS = frozenset({"WAV", "WAVEX"})
 _AUDIO_FIX = (
-    "fix: send a 16-bit PCM or float WAV, mono or stereo, any sample rate, e.g. "
-    "`curl --data-binary @speech.wav -H 'Content-Type: audio/wav'`"
+    "fix: send a 16-bit PCM or float WAV, mono or stereo, at 4-192 kHz, e.g. "
+    "`curl --data-binary @clip.wav -H 'Content-Type: audio/wav'`"
 )
-# resample_poly's filter has about 20 * max(up, down) taps: an odd rate such as 16001 Hz, or
-# a hostile 655349 Hz (2.5 s of CPU for a 2 KB file), would need millions.
+# Sample rates a WAV may declare: 4 kHz (narrow-band telephony) to 192 kHz (studio). Anything
+# outside is a broken or hostile header: a claimed 16,777,259 Hz once made the resampler build a
+# 335-million-tap filter for a 2 KB file.
+MIN_SAMPLE_RATE = 4_000
+MAX_SAMPLE_RATE = 192_000
+# More channels than any recording setup sends to a speech model; also bounds a read block.
+MAX_CHANNELS = 16
+# Frames read (and averaged to mono) at a time: memory stays at the mono output plus one block,
+# whatever the channel count.
+_BLOCK_FRAMES = 65_536
+# resample_poly's filter has about 20 * max(up, down) taps; both terms are kept at or under this
+# (an odd rate such as 16001 Hz would otherwise need millions of taps).
 _MAX_RATIO_TERM = 1000
+
+
+def resample_ratio(orig: int, target: int) -> Fraction:
+    """up/down for resampling `orig` Hz to `target` Hz, with both terms <= _MAX_RATIO_TERM.
+
+    Exact when the reduced ratio is small enough; otherwise the nearest such fraction, which
+    for any two rates in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] is off by under 0.1 % (a pitch and
+    duration change far below what a listener, or the model, notices).
+    """
+    ratio = Fraction(target, orig)
+    if max(ratio.numerator, ratio.denominator) <= _MAX_RATIO_TERM:
+        return ratio
+    if ratio >= 1:  # bound the larger term, the numerator: approximate the inverse
+        return 1 / (1 / ratio).limit_denominator(_MAX_RATIO_TERM)
+    return ratio.limit_denominator(_MAX_RATIO_TERM)
 
 
 def _resample(x: np.ndarray, orig: int, target: int) -> np.ndarray:
@@ -211,12 +245,7 @@ def _resample(x: np.ndarray, orig: int, target: int) -> np.ndarray:
     # model's own rate already.
     from scipy.signal import resample_poly
 
-    ratio = Fraction(target, orig)  # up/down reduced by their gcd
-    if max(ratio.numerator, ratio.denominator) > _MAX_RATIO_TERM:
-        approx = ratio.limit_denominator(_MAX_RATIO_TERM)
-        # Off by < 0.1 %: a pitch shift far below what a listener (or the model) notices.
-        if approx and abs(approx / ratio - 1) < 1e-3:
-            ratio = approx
+    ratio = resample_ratio(orig, target)
     return resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32, copy=False)
 
 
@@ -226,12 +255,23 @@ def _reason(e: sf.SoundFileError) -> str:
     return getattr(e, "error_string", None) or str(e)
 
 
+def _non_finite() -> InputError:
+    return InputError(
+        422,
+        "non_finite_audio",
+        "the WAV has NaN or infinite samples; fix: send finite samples in [-1, 1], or "
+        "re-export the recording as 16-bit PCM WAV, which cannot hold any others",
+    )
+
+
 def decode_wav(data: bytes, *, sample_rate: int, max_seconds: float) -> np.ndarray:
     """WAV bytes -> mono float32 1-D array in [-1, 1] at `sample_rate`.
 
     Channels are averaged, float samples clipped to [-1, 1], and other rates resampled
-    (polyphase, scipy's resample_poly). The duration limit is checked on the header's frame
-    count, before samples are read.
+    (polyphase, scipy's resample_poly, see `resample_ratio`). Everything bounding the work is
+    checked on the header, before a sample is read: the rate (MIN_SAMPLE_RATE..MAX_SAMPLE_RATE,
+    else 422 "bad_sample_rate"), the channels (<= MAX_CHANNELS) and the duration
+    (<= max_seconds); samples are then read a block at a time.
 
     A truncated WAV (the header promises more frames than the body holds) is decoded as far
     as it goes, not refused: libsndfile caps an over-claimed data size at the bytes present,
@@ -255,9 +295,25 @@ def decode_wav(data: bytes, *, sample_rate: int, max_seconds: float) -> np.ndarr
                 "unsupported_media_type",
                 f"the body is {f.format_info} audio, and only WAV is decoded; {_AUDIO_FIX}",
             )
-        if f.frames == 0:
+        orig_rate, channels = f.samplerate, f.channels
+        if not MIN_SAMPLE_RATE <= orig_rate <= MAX_SAMPLE_RATE:
+            raise InputError(
+                422,
+                "bad_sample_rate",
+                f"the WAV header declares {orig_rate} Hz, outside the supported "
+                f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; fix: re-export the recording at a "
+                "usual rate (e.g. 16000, 44100 or 48000 Hz)",
+            )
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise InputError(
+                422,
+                "too_many_channels",
+                f"the WAV has {channels} channels, over the limit of {MAX_CHANNELS}; fix: mix "
+                "it down to mono or stereo and retry",
+            )
+        if f.frames <= 0:
             raise InputError(422, "empty_audio", f"the WAV holds no samples; {_AUDIO_FIX}")
-        seconds = f.frames / f.samplerate
+        seconds = f.frames / orig_rate
         if seconds > max_seconds:
             raise InputError(
                 413,
@@ -265,23 +321,28 @@ def decode_wav(data: bytes, *, sample_rate: int, max_seconds: float) -> np.ndarr
                 f"the recording is {seconds:.1f} s long, over the limit of {max_seconds:g} s; "
                 "fix: split it into shorter clips and send each",
             )
+        # Bounded before reading: frames <= max_seconds * MAX_SAMPLE_RATE, and one block of
+        # <= MAX_CHANNELS channels at a time.
+        wave = np.empty(f.frames, np.float32)
+        done = 0
         try:
-            frames = f.read(dtype="float32", always_2d=True)
+            while done < len(wave):
+                block = f.read(
+                    min(_BLOCK_FRAMES, len(wave) - done), dtype="float32", always_2d=True
+                )
+                if len(block) == 0:
+                    break
+                if not np.isfinite(block).all():
+                    raise _non_finite()
+                wave[done : done + len(block)] = block.mean(axis=1, dtype=np.float32)
+                done += len(block)
         except sf.SoundFileError as e:
             raise InputError(
                 400, "corrupt_audio", f"the WAV samples cannot be read ({_reason(e)}); {_AUDIO_FIX}"
             ) from e
-        orig_rate = f.samplerate
-    if len(frames) == 0:
+    wave = wave[:done]
+    if len(wave) == 0:
         raise InputError(422, "empty_audio", f"the WAV holds no samples; {_AUDIO_FIX}")
-    if not np.isfinite(frames).all():
-        raise InputError(
-            422,
-            "non_finite_audio",
-            "the WAV has NaN or infinite samples; fix: send finite samples in [-1, 1], or "
-            "re-export the recording as 16-bit PCM WAV, which cannot hold any others",
-        )
-    wave = frames.mean(axis=1, dtype=np.float32)
     np.clip(wave, -1.0, 1.0, out=wave)
     if orig_rate != sample_rate:
         wave = _resample(wave, orig_rate, sample_rate)

@@ -1,14 +1,44 @@
 """Run the app under uvicorn: check every model file against its card first (a bad file stops
-the start with the fix, instead of a server that never gets ready), then serve."""
+the start with the fix, instead of a server that never gets ready), then serve with the
+connection limits of the settings (docs/serving.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import replace
+from typing import Any
 
 from liveml.serving.config import CONFIG_ENV, ServeConfig
 from liveml.serving.runtime import verified_bytes
+
+PROTOCOL = "liveml.serving.protocol:LimitedHttpProtocol"
+
+
+def uvicorn_options(cfg: ServeConfig) -> dict[str, Any]:
+    """uvicorn settings for `cfg`'s connection limits (the rest are in the protocol and app)."""
+    return {
+        "http": PROTOCOL,
+        "timeout_keep_alive": cfg.keepalive_s,
+        "limit_concurrency": cfg.max_connections,
+        # Used by uvicorn's h11 protocol only; kept equal in case a deployment picks h11.
+        "h11_max_incomplete_event_size": cfg.max_header_bytes,
+        "access_log": False,
+    }
+
+
+def uvicorn_config(app, cfg: ServeConfig, **options: Any):
+    """A uvicorn Config serving `app` with `cfg`'s limits; `options` add or override uvicorn's."""
+    import uvicorn
+
+    from liveml.serving.protocol import LIMITS_ATTR, ConnectionLimits
+
+    config = uvicorn.Config(
+        app, host=cfg.host, port=cfg.port, **{**uvicorn_options(cfg), **options}
+    )
+    setattr(config, LIMITS_ATTR, ConnectionLimits(cfg.header_timeout_s, cfg.max_header_bytes))
+    return config
 
 
 def run_server(cfg: ServeConfig) -> int:
@@ -21,10 +51,14 @@ def run_server(cfg: ServeConfig) -> int:
     if cfg.workers == 1:
         from liveml.serving.app import create_app
 
-        uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, access_log=False)
-        return 0
+        server = uvicorn.Server(uvicorn_config(create_app(cfg), cfg))
+        # uvicorn re-raises the Ctrl-C it handled once it has shut down (uvicorn.run does too).
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        return 0 if server.started else 1
     # Each worker process captures into the same folder, so each keeps a share of the bound.
     share = replace(cfg, capture_max_bytes=max(1, cfg.capture_max_bytes // cfg.workers))
+    # Each worker reads its settings, the connection limits included, from here.
     os.environ[CONFIG_ENV] = share.to_env()
     uvicorn.run(
         "liveml.serving.app:create_app_from_env",
@@ -32,6 +66,6 @@ def run_server(cfg: ServeConfig) -> int:
         host=cfg.host,
         port=cfg.port,
         workers=cfg.workers,
-        access_log=False,
+        **uvicorn_options(cfg),
     )
     return 0

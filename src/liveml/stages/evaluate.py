@@ -1,4 +1,5 @@
-"""Stage evaluate: quality and speed on the test split, each metric against the task's targets."""
+"""Stage evaluate: quality on the test split (the task's `evaluate`) and the speed of its
+deployable (the framework's `task_speed`), each metric against the task's targets."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from liveml.stages import run_stage, stage_config
 def main() -> None:
     from liveml.core.atomic import atomic_dir, atomic_write_json
     from liveml.release.scope import check_scope
+    from liveml.release.speed import task_speed
     from liveml.tasks import get_task
     from liveml.training.run import load_trained
 
     project, cfg = stage_config()
+    task = get_task(cfg.task.name)
     module, _ = load_trained(project.path(cfg.paths.model))
+    data = project.path(cfg.paths.data)
     with atomic_dir(project.path(cfg.paths.plots)) as plots:
-        metrics = get_task(cfg.task.name).evaluate(cfg, module, project.path(cfg.paths.data), plots)
+        metrics = task.evaluate(cfg, module, data, plots)
+    metrics = {**metrics, **task_speed(task, cfg, module, data)}
     scope = check_scope(metrics, cfg.task.targets, task=cfg.task.name)
     metrics = {**metrics, "meets_scope": scope["meets_scope"], "scope": scope["targets"]}
     atomic_write_json(project.path(cfg.paths.metrics), metrics)

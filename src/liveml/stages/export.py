@@ -8,14 +8,12 @@ from pathlib import Path
 
 from liveml.stages import run_stage, stage_config
 
-TORCHSCRIPT = "model.ts"
-ONNX = "model.onnx"
 CARD = "model_card.json"
 
 
 def main() -> None:
     from liveml.core.atomic import atomic_dir
-    from liveml.release.export import export_onnx, export_torchscript
+    from liveml.release.export import export_task
     from liveml.release.modelcard import build_card, write_card
     from liveml.tasks import get_task
     from liveml.training.run import load_trained
@@ -24,13 +22,9 @@ def main() -> None:
     task = get_task(cfg.task.name)
     module, record = load_trained(project.path(cfg.paths.model))
     metrics = json.loads(project.path(cfg.paths.metrics).read_text())
-    net = task.deployable(module)
     inputs = task.export_inputs(cfg, project.path(cfg.paths.data))
     with atomic_dir(project.path(cfg.paths.export)) as out:
-        exports = [
-            export_torchscript(net, inputs[0], out / TORCHSCRIPT, check_inputs=inputs[1:]),
-            export_onnx(net, inputs[0], out / ONNX, check_inputs=inputs[1:]),
-        ]
+        exports = export_task(task, module, inputs, out)
         for info in exports:  # relative to the export folder: `out` is a temp name until done
             info["file"] = Path(info["file"]).name
         card = build_card(

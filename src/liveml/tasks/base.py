@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import numpy as np
 
+    from liveml.release.speed import Speed
     from liveml.serving.predictors import Predictor
     from liveml.serving.runtime import Runtime
 
@@ -61,10 +62,16 @@ class Headline:
 @dataclass
 class Example:
     """One labelled input of a dataset split: the input file and its label record (JSON-able,
-    the task's own shape). The unit of the on-disk layout that feedback versions share."""
+    the task's own shape). The unit of the on-disk layout that feedback versions share.
+
+    `stem` names the stored file without folder and suffix: `read_split` sets it to the file's
+    own stem, `write_split` keeps it (None: the task numbers the file, e.g. `train_00007`).
+    Top-level label keys the task does not know (the framework adds `sha256`, `source`,
+    `feedback`) must survive `write_split` and come back from `read_split`."""
 
     input: Path
     label: dict = field(default_factory=dict)
+    stem: str | None = None
 
 
 class Task(ABC):
@@ -93,12 +100,15 @@ class Task(ABC):
 
     @abstractmethod
     def read_split(self, data_dir: Path, split: str) -> list[Example]:
-        """The examples of one split of the layout, in their stored order."""
+        """The examples of one split of the layout, in their stored order (`[]` for an empty
+        split); FileNotFoundError naming the split and the fix when it is not there."""
 
     @abstractmethod
     def write_split(self, data_dir: Path, split: str, examples: list[Example]) -> None:
-        """Write `examples` as split `split` of a dataset folder in the task's layout: copy
-        each input file in and store its label. Used for feedback versions and their merge."""
+        """Write `examples` as split `split` of a dataset folder in the task's layout, replacing
+        the split's label file: copy each input file in (an input already at its place stays)
+        and store its label. Check everything before writing anything (ValueError naming the
+        problem). Used for feedback versions and to merge them into generated data."""
 
     # --- training ------------------------------------------------------------------------
     @abstractmethod
@@ -135,9 +145,23 @@ class Task(ABC):
         """What the model is for, in a sentence, for its model card."""
 
     def export_options(self, example: Any) -> dict:
-        """Export settings of the deployable: {"dynamic_axes": {...}} for ONNX (default: a
-        free batch axis on every input and output)."""
+        """Export settings of the deployable, all optional:
+        - "dynamic_axes": {name: {axis: label}}, the free axes of the ONNX graph (default: a
+          free batch axis on every input and output of `signature`; {} fixes every axis);
+        - "compare": `(eager, exported, where) -> float`, the largest difference between two
+          output tuples, raising `liveml.release.export.ExportError` when they disagree (for
+          outputs whose order may differ, e.g. detections with tied scores; default: the
+          largest element-wise difference of same-shaped tensors);
+        - "check_info": `(eager outputs of each check input) -> dict` of facts the export info
+          adds (e.g. how many detections were compared)."""
         return {}
+
+    def speed_metrics(self, cfg: Any, speed: Speed) -> dict:
+        """The evaluate metrics of the framework's speed measurement of `deployable` on
+        `export_inputs` (the evaluate stage adds them to `evaluate`'s). Override to name or
+        derive them as `task.targets` expect (e.g. a real-time factor); default:
+        `speed.metrics()` (latency_p50_ms, latency_p95_ms, throughput_per_s, ...)."""
+        return speed.metrics()
 
     # --- serving -------------------------------------------------------------------------
     @abstractmethod
@@ -155,10 +179,22 @@ class Task(ABC):
         "embedding": [N, D] or None}, the way the server would see those bytes."""
         raise MissingTaskPart(self.name, "model_view", "drift monitoring")
 
-    def draw_input(self, rng: np.random.Generator, recipe: Any) -> bytes:
-        """One fresh input of `recipe` (a data config) as the bytes a client would send, drawn
-        from `rng` only. The framework owns the loop and the seeds (`monitoring.reference`)."""
+    def draw_input(self, rng: np.random.Generator, recipe: Any, *, cfg: Any, index: int) -> bytes:
+        """Input `index` of a fresh draw from `recipe` (`cfg.data`, or what `drifted_recipe`
+        made of it) as the bytes a client would send, drawn from `rng` only; `cfg` is the run's
+        config (for what the recipe does not hold, e.g. task.classes). The framework owns the
+        loop, the streams and the seeds (`liveml.monitoring.monitor.draw_inputs`)."""
         raise MissingTaskPart(self.name, "draw_input", "the drift reference")
+
+    def sample_rng(self, seed: int, stream: int, index: int) -> np.random.Generator:
+        """The RNG of sample `index` of split (or draw stream) number `stream`, seeded the way
+        `generate` seeds its samples (default: `default_rng(mix_seed(seed, stream, index))`).
+        Drift draws use streams from 100 on, so they never repeat a dataset sample."""
+        import numpy as np
+
+        from liveml.data.sampling import mix_seed
+
+        return np.random.default_rng(mix_seed(int(seed), int(stream), int(index)))
 
     # Drifted recipes: scenario name -> what it changes, in words.
     scenarios: ClassVar[dict[str, str]] = {}
@@ -170,9 +206,29 @@ class Task(ABC):
     # --- feedback: labels for production inputs (optional) ---------------------------------
     def ground_truth(self, source_dirs: list[Path]) -> dict[str, dict]:
         """{sha256 of input bytes: label record} for every input of the datasets under
-        `source_dirs`: how captured production inputs get their labels."""
+        `source_dirs`: how captured production inputs get their labels. A record is an
+        `Example.label` of the layout, plus "source": {"dir", "split", "file", ...}."""
         raise MissingTaskPart(self.name, "ground_truth", "`liveml monitor --retrain`")
 
-    def quality(self, cfg: Any, module: Any, data_dir: Path, split: str = "test") -> float:
-        """The headline metric of `module` on one split of a dataset folder."""
+    def quality(self, cfg: Any, module: Any, data_dir: Path, split: str = "test") -> float | None:
+        """The headline metric of `module` on one split of a dataset folder (the pipeline's
+        data or a feedback version); None when the split holds nothing to score."""
         raise MissingTaskPart(self.name, "quality", "`liveml monitor --retrain`")
+
+    def must_hold_out(self, label: dict) -> str | None:
+        """Why a labelled feedback input must go to its version's test split whatever its
+        hash (a short reason, counted by `write_version`), or None (default: none must)."""
+        return None
+
+    def feedback_rejects(self, data_dir: Path, examples: list[Example]) -> list[str | None]:
+        """For each example of a feedback version about to join the train split of the
+        dataset at `data_dir`: None to take it, or why not (a short reason, counted per
+        version in the data's feedback.json). Raise ValueError naming the fix when the version
+        cannot join at all (e.g. other classes). Default: take every one."""
+        return [None] * len(examples)
+
+    # --- DVC views (optional) ----------------------------------------------------------------
+    def plots(self, plots_dir: str) -> list[dict]:
+        """Top-level `plots:` entries of dvc.yaml for the plot data `evaluate` writes into
+        `plots_dir` (a project-relative path), e.g. [{"<plots_dir>/confusion.csv": {...}}]."""
+        return []

@@ -2,8 +2,13 @@
 their final metrics side by side, and what changed between two runs (code, hyperparameters,
 data).
 
-Only run.json files are read here (never metrics.csv), so a table over hundreds of runs stays
-instant; the HTML report (liveml.tracking.compare_report) reads the learning curves.
+A table over a whole store is answered from the store's SQLite index (liveml.tracking.index),
+never by reading every run.json, so it stays within a second at 100,000 runs; runs named one by
+one are read from their run.json. Never metrics.csv: the HTML report
+(liveml.tracking.compare_report) reads the learning curves.
+
+Records are data, not trusted input: bad ones are skipped with a warning (see
+`liveml.tracking.runs`), and a recorded commit reaches git only if it is a commit hash.
 """
 
 from __future__ import annotations
@@ -12,14 +17,15 @@ import fnmatch
 import json
 import math
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from liveml.tracking.lineage import canonical_json
-from liveml.tracking.runs import RECORD, RunStore
+from liveml.tracking.lineage import canonical_json, commit_problem, is_commit
+from liveml.tracking.runs import RECORD, BadRecordError, RunStore, read_record, warn_bad_record
 
 # Config groups that say where files go or how to log, not what was trained.
 EXCLUDED_GROUPS = ("paths", "logger")
@@ -74,25 +80,51 @@ class Run:
         return flatten(self.record.get("config") or {}, exclude=EXCLUDED_GROUPS)
 
 
-def load_runs(store: RunStore, refs: Sequence[str] = ()) -> list[Run]:
+def load_runs(store: RunStore, refs: Sequence[str] = ()) -> Sequence[Run]:
     """The runs `refs` name (ids, id prefixes, run folders), or every run in the store; oldest
-    first. Reads run.json files only."""
+    first. A bad record in the store is skipped with a warning on stderr; one that `refs` names
+    explicitly is an error (runs.BadRecordError).
+
+    Every run of the store comes from its index (`liveml.tracking.index`): an `IndexedRuns`
+    that `select`, `build_table`, `sort_table`, `format_table` and `table_json` answer with
+    SQL, and that reads run.json files only when iterated. Without a usable index (or with
+    LIVEML_RUN_INDEX=off) the run.json files are read, as for `refs`.
+    """
+    skipped = 0
+
+    def skip(error) -> None:
+        nonlocal skipped
+        skipped += 1
+        warn_bad_record(error)
+
     if refs:
-        paths = {p.resolve(): None for p in (store.resolve(r) for r in refs)}
+        paths = dict.fromkeys(store.resolve(r).resolve() for r in refs)
+        found = [(p, read_record(p)) for p in paths]
     else:
-        paths = {store.path / i / RECORD: None for i in store.ids()}
-    if not paths:
-        raise CompareError(
-            f"no runs in {store.path}; train one first with `dvc repro` or "
-            "`python -m liveml.training` (or set LIVEML_ROOT to the project that has them)"
-        )
-    runs = [Run(json.loads(p.read_text()), p.parent) for p in paths]
+        indexed = IndexedRuns.open(store, on_bad=skip)
+        if indexed is not None:
+            if not len(indexed):
+                raise _no_runs(store, skipped)
+            return indexed
+        found = store.records(on_bad=skip)
+    if not found:
+        raise _no_runs(store, skipped)
+    runs = [Run(record, p.parent) for p, record in found]
     return sorted(runs, key=lambda r: r.id)
 
 
+def _no_runs(store: RunStore, skipped: int) -> CompareError:
+    bad = f" ({skipped} unusable run record(s) skipped, see the warnings above)" * bool(skipped)
+    return CompareError(
+        f"no runs in {store.path}{bad}; train one first with `dvc repro` or "
+        "`python -m liveml.training` (or set LIVEML_ROOT to the project that has them)"
+    )
+
+
 def load_run(store: RunStore, ref: str) -> Run:
+    """The run `ref` names; runs.BadRecordError when its record is unusable."""
     path = store.resolve(ref)
-    return Run(json.loads(path.read_text()), path.parent)
+    return Run(read_record(path), path.parent)
 
 
 def flatten(config: dict, prefix: str = "", exclude: Iterable[str] = ()) -> dict[str, Any]:
@@ -148,6 +180,8 @@ def select(
 ) -> list[Run]:
     """The runs of `task`, of the sweep `sweep` (its name or a prefix of it, a prefix of the
     short label, a DVC experiment name, or `last`: the newest run's sweep), with `status`."""
+    if isinstance(runs, IndexedRuns):
+        return runs.select(sweep=sweep, task=task, status=status)
     if task:
         kept = [r for r in runs if r.task == task]
         if not kept:
@@ -229,36 +263,50 @@ class Table:
         return Table(self.columns, self.rows[:n], self.runs[:n])
 
 
-def build_table(runs: list[Run], metrics: Sequence[str] = ()) -> Table:
+def build_table(runs: Sequence[Run], metrics: Sequence[str] = ()) -> Table:
     """The runs' fixed columns, varied params, code/data when they differ, and final metrics
     (those matching the `metrics` globs, or all)."""
+    if isinstance(runs, IndexedRuns):
+        return runs.table(metrics)
     params = varied_keys(runs)
     show_code = len({canonical_json(r.record.get("code")) for r in runs}) > 1
     show_data = len({canonical_json(r.record.get("data")) for r in runs}) > 1
-    metric_keys = _metric_keys(runs, metrics)
+    every = sorted({k for r in runs for k in r.record.get("metrics") or {}})
+    metric_keys = pick_metrics(every, metrics)
+    columns = table_columns(params, show_code, show_data, metric_keys)
+    rows = [table_row(run, params, show_code, show_data, metric_keys) for run in runs]
+    return Table(columns, rows, list(runs))
 
+
+def table_columns(
+    params: Sequence[str], show_code: bool, show_data: bool, metric_keys: Sequence[str]
+) -> list[Column]:
     columns = [Column(k, k) for k in FIXED_COLUMNS]
     columns += [Column(k, "param") for k in params]
     columns += [Column("code", "code")] * show_code + [Column("data", "data")] * show_data
     columns += [Column(k, "metric") for k in metric_keys]
-    rows = []
-    for run in runs:
-        row: dict[str, Any] = {
-            "run": run.id,
-            "task": run.task,
-            "status": run.status,
-        }
-        if run.sweep:
-            row["sweep"] = run.sweep["label"]
-        row.update((k, run.flat[k]) for k in params if k in run.flat)
-        if show_code:
-            row["code"] = code_label(run.record)
-        if show_data:
-            row["data"] = data_label(run.record)
-        got = run.record.get("metrics") or {}
-        row.update((k, got[k]) for k in metric_keys if k in got)
-        rows.append(row)
-    return Table(columns, rows, list(runs))
+    return columns
+
+
+def table_row(
+    run: Run,
+    params: Sequence[str],
+    show_code: bool,
+    show_data: bool,
+    metric_keys: Sequence[str],
+) -> dict[str, Any]:
+    """One run's row: {column key: raw value}, missing values left out."""
+    row: dict[str, Any] = {"run": run.id, "task": run.task, "status": run.status}
+    if run.sweep:
+        row["sweep"] = run.sweep["label"]
+    row.update((k, run.flat[k]) for k in params if k in run.flat)
+    if show_code:
+        row["code"] = code_label(run.record)
+    if show_data:
+        row["data"] = data_label(run.record)
+    got = run.record.get("metrics") or {}
+    row.update((k, got[k]) for k in metric_keys if k in got)
+    return row
 
 
 def varied_keys(runs: list[Run]) -> list[str]:
@@ -298,10 +346,10 @@ def _identity(value: Any) -> Any:
     return ("json", canonical_json(value))
 
 
-def _metric_keys(runs: list[Run], globs: Sequence[str]) -> list[str]:
-    every = sorted({k for r in runs for k in r.record.get("metrics") or {}})
+def pick_metrics(every: Sequence[str], globs: Sequence[str]) -> list[str]:
+    """The metric keys matching any of `globs` (all of `every` without globs)."""
     if not globs:
-        return every
+        return list(every)
     kept = [k for k in every if any(fnmatch.fnmatchcase(k, g) for g in globs)]
     if not kept:
         raise CompareError(
@@ -311,10 +359,11 @@ def _metric_keys(runs: list[Run], globs: Sequence[str]) -> list[str]:
 
 
 def code_label(record: dict) -> str:
-    """`<commit[:7]>`, plus `+<diff hash[:4]>` for uncommitted changes (which edit it was)."""
+    """`<commit[:7]>`, plus `+<diff hash[:4]>` for uncommitted changes (which edit it was);
+    `invalid` for a recorded commit that is not a commit hash."""
     code = record.get("code") or {}
     commit = code.get("commit")
-    label = commit[:7] if commit else "no-git"
+    label = ("invalid" if not is_commit(commit) else commit[:7]) if commit else "no-git"
     if code.get("dirty"):
         label += "+" + str(code.get("diff_sha256") or "")[:4]
     return label
@@ -328,6 +377,8 @@ def data_label(record: dict) -> str | None:
 
 def sort_table(table: Table, key: str, desc: bool = False) -> Table:
     """Rows ordered by column `key`; rows missing it (or null, NaN) go last either way."""
+    if isinstance(table, IndexedTable) and table.limit is None:
+        return table.sorted(key, desc)
     if key not in table.keys:
         raise CompareError(f"cannot sort by {key!r}; sortable keys: {', '.join(table.keys)}")
     pairs = list(zip(table.rows, table.runs, strict=True))
@@ -369,6 +420,8 @@ def format_value(value: Any) -> str:
 
 def format_table(table: Table) -> str:
     """The table as aligned text columns (long cells cut to MAX_CELL characters)."""
+    if isinstance(table, IndexedTable):
+        return table.text()
     header = table.keys
     cells = [[_cut(format_value(row.get(k, MISSING))) for k in header] for row in table.rows]
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
@@ -394,8 +447,180 @@ def json_safe(value: Any) -> Any:
 
 def table_json(table: Table) -> str:
     """The rows as a JSON list of {column: value} (missing values left out)."""
+    if isinstance(table, IndexedTable):
+        return table.json()
     rows = [{k: row[k] for k in table.keys if k in row} for row in table.rows]
     return json.dumps(json_safe(rows), indent=2)
+
+
+# --- the same, answered by the store's index ---------------------------------------------
+
+
+class IndexedRuns(Sequence[Run]):
+    """Runs of a store selected in its SQLite index (`liveml.tracking.index`) in one read
+    snapshot; the table functions above answer these with SQL. Iterating reads their run.json
+    files (oldest first), like `load_runs` without an index."""
+
+    def __init__(self, store: RunStore, index, query, sel):
+        self.store, self.index, self.query, self.sel = store, index, query, sel
+        self._runs: list[Run] | None = None
+
+    @classmethod
+    def open(cls, store: RunStore, on_bad) -> IndexedRuns | None:
+        """Every run of `store` through its index (built or brought up to date first), or None
+        when the store has no folder yet or the index cannot be used (a warning says why)."""
+        from liveml.tracking import index as idx
+
+        if not idx.enabled() or not store.path.is_dir():
+            return None
+        try:
+            index = idx.open_synced(store.path, on_bad)
+        except idx.IndexUnavailable as e:
+            idx.warn_unavailable(e)
+            return None
+        index.con.execute("BEGIN")  # one snapshot for everything asked of these runs
+        query = idx.Query(index)
+        return cls(store, index, query, query.all())
+
+    def _with(self, sel) -> IndexedRuns:
+        return IndexedRuns(self.store, self.index, self.query, sel)
+
+    def __len__(self) -> int:
+        if self._runs is not None:
+            return len(self._runs)
+        return self.query.count(self.sel)
+
+    def __getitem__(self, i):
+        return self.materialize()[i]
+
+    def __iter__(self):
+        return iter(self.materialize())
+
+    def materialize(self, folders: Sequence[str] | None = None) -> list[Run]:
+        """Run objects read from the run folders (those of `folders`, in that order)."""
+        if folders is None and self._runs is not None:
+            return self._runs
+        names = self.query.folders(self.sel) if folders is None else folders
+        runs = []
+        for name in names:
+            path = self.store.path / name / RECORD
+            try:
+                runs.append(Run(read_record(path), path.parent))
+            except BadRecordError as e:  # changed since it was indexed
+                warn_bad_record(e)
+        if folders is None:
+            self._runs = runs
+        return runs
+
+    def select(
+        self, *, sweep: str | None = None, task: str | None = None, status: str | None = None
+    ) -> IndexedRuns:
+        """`select` over the index: the same selection, the same errors."""
+        q, sel = self.query, self.sel
+        if task:
+            kept = q.by_task(sel, task)
+            if not q.count(kept):
+                tasks = _listing(q.distinct(sel, "r.task"))
+                raise CompareError(f"no run of task {task!r}; tasks: {tasks}")
+            sel = kept
+        if sweep:
+            swept = q.swept(sel)
+            if not q.count(swept):
+                raise CompareError(
+                    "no run belongs to a sweep; start one with `python -m liveml.training -m "
+                    "key=a,b` or `dvc exp run --queue -S ...`"
+                )
+            if sweep == "last":
+                sel = q.by_sweep_name(swept, q.last_sweep(swept))
+            else:
+                kept = q.by_sweep_ref(swept, sweep)
+                if not q.count(kept):
+                    names = _listing(q.distinct(swept, "r.sweep_name"))
+                    raise CompareError(
+                        f"no sweep matches {sweep!r}; sweeps: {names} (or use --sweep last)"
+                    )
+                sel = kept
+        if status:
+            kept = q.by_status(sel, status)
+            if not q.count(kept):
+                raise CompareError(
+                    f"no {status!r} run among the {q.count(sel)} selected; statuses: "
+                    f"{_listing(q.distinct(sel, 'r.status'))}"
+                )
+            sel = kept
+        return self._with(sel)
+
+    def table(self, metrics: Sequence[str] = ()) -> IndexedTable:
+        params, show_code, show_data, every = self.query.columns(self.sel)
+        columns = table_columns(params, show_code, show_data, pick_metrics(every, metrics))
+        return IndexedTable(columns, self)
+
+
+class IndexedTable(Table):
+    """A `Table` of indexed runs: sorting, `head`, `format_table` and `table_json` run as
+    SQL over the index; `rows` and `runs` read the run.json files when first asked for."""
+
+    def __init__(self, columns: list[Column], source: IndexedRuns, order=None, limit=None):
+        self.columns = columns
+        self.source = source
+        self.order = order  # (key, desc) or None: oldest first
+        self.limit = limit
+        self._cache: tuple[list[dict], list[Run]] | None = None
+
+    def __repr__(self) -> str:
+        return f"IndexedTable({self.keys}, order={self.order}, limit={self.limit})"
+
+    def _copy(self, order=None, limit=None) -> IndexedTable:
+        return IndexedTable(self.columns, self.source, order, limit)
+
+    def head(self, n: int) -> IndexedTable:
+        return self._copy(self.order, n if self.limit is None else min(n, self.limit))
+
+    def sorted(self, key: str, desc: bool = False) -> IndexedTable:
+        if key not in self.keys:
+            raise CompareError(f"cannot sort by {key!r}; sortable keys: {', '.join(self.keys)}")
+        return self._copy((key, desc), self.limit)
+
+    def _order(self) -> tuple[str, str]:
+        if self.order is None:
+            from liveml.tracking.index import DEFAULT_ORDER
+
+            return DEFAULT_ORDER
+        key, desc = self.order
+        kind = next(c.kind for c in self.columns if c.key == key)
+        return self.source.query.order_by(kind, key, desc)
+
+    def _spec(self) -> list[tuple[str, str]]:
+        return [(c.kind, c.key) for c in self.columns]
+
+    def text(self) -> str:
+        q = self.source.query
+        return q.text(self.source.sel, self._spec(), self.keys, self._order(), self.limit)
+
+    def json(self) -> str:
+        q = self.source.query
+        return q.json_rows(self.source.sel, self._spec(), self.keys, self._order(), self.limit)
+
+    def _materialize(self) -> tuple[list[dict], list[Run]]:
+        if self._cache is None:
+            clause, joins = self._order()
+            q = self.source.query
+            folders = q.folders(self.source.sel, clause, self.limit, joins)
+            runs = self.source.materialize(folders)
+            params = self.of_kind("param")
+            metrics = self.of_kind("metric")
+            show_code, show_data = "code" in self.keys, "data" in self.keys
+            rows = [table_row(r, params, show_code, show_data, metrics) for r in runs]
+            self._cache = (rows, runs)
+        return self._cache
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self._materialize()[0]
+
+    @property
+    def runs(self) -> list[Run]:  # type: ignore[override]
+        return self._materialize()[1]
 
 
 # --- the diff of two runs -----------------------------------------------------------------
@@ -455,31 +680,46 @@ def _any_change(d: dict) -> bool:
 
 
 def code_diff(a: dict, b: dict, repo: str | Path | None = None) -> dict:
-    """Commit and uncommitted-change hash of both runs, plus git's log/stat between commits."""
+    """Commit and uncommitted-change hash of both runs, plus git's log/stat between commits.
+
+    A recorded commit that is not a commit hash is never passed to git; `invalid` then says
+    which run's commit is unusable and why.
+    """
     keys = ("commit", "dirty", "diff_sha256")
     out: dict[str, Any] = {
         "changed": any(a.get(k) != b.get(k) for k in keys),
         "a": {k: a.get(k) for k in keys},
         "b": {k: b.get(k) for k in keys},
     }
+    invalid = [
+        f"{side}: {problem}; not passed to git"
+        for side, code in (("A", a), ("B", b))
+        if (problem := commit_problem(code.get("commit")))
+    ]
+    if invalid:
+        out["invalid"] = invalid
     ca, cb = a.get("commit"), b.get("commit")
-    if repo is not None and ca and cb and ca != cb:
+    if repo is not None and is_commit(ca) and is_commit(cb) and ca != cb:
         out.update(git_between(repo, ca, cb))
     return out
 
 
 def git_between(repo: str | Path, a: str, b: str) -> dict:
-    """{"log_range", "log", "stat"} of commits `a` and `b`, or {} when git cannot tell.
+    """{"log_range", "log", "stat"} of commits `a` and `b`, or {} when git cannot tell (or
+    either is not a commit hash: a record's value is never handed to git unchecked).
 
     The log is `a..b`, or `b..a` when b is older (the range would be empty).
     """
+    if not (is_commit(a) and is_commit(b)):
+        return {}
     log_range = f"{a[:7]}..{b[:7]}"
-    log = run_git(repo, "log", "--oneline", f"{a}..{b}")
+    # --end-of-options and `--`: revisions are never read as options, nor as paths.
+    log = run_git(repo, "log", "--oneline", "--end-of-options", f"{a}..{b}", "--")
     if log is not None and not log.strip():
-        back = run_git(repo, "log", "--oneline", f"{b}..{a}")
+        back = run_git(repo, "log", "--oneline", "--end-of-options", f"{b}..{a}", "--")
         if back and back.strip():
             log, log_range = back, f"{b[:7]}..{a[:7]}"
-    stat = run_git(repo, "diff", "--stat", a, b)
+    stat = run_git(repo, "diff", "--stat", "--end-of-options", a, b, "--")
     if log is None or stat is None:
         return {}
     lines = log.splitlines()
@@ -489,7 +729,8 @@ def git_between(repo: str | Path, a: str, b: str) -> dict:
 
 
 def run_git(repo: str | Path, *args: str) -> str | None:
-    """stdout of `git ARGS` in `repo`, or None when git is missing or fails."""
+    """stdout of `git ARGS` in `repo`, or None when git is missing or fails. Callers separate
+    options from revisions (`--end-of-options`) and check revisions with `is_commit`."""
     try:
         out = subprocess.run(
             ["git", "-c", "core.quotepath=off", *args],
@@ -509,9 +750,10 @@ def format_diff(diff: dict) -> str:
     lines = [f"diff  A = {diff['a']}  B = {diff['b']}", ""]
     code = diff["code"]
     lines.append("code: " + ("" if code["changed"] else "unchanged"))
+    lines += [f"  invalid commit in {line}" for line in code.get("invalid", [])]
     if code["changed"]:
         ca, cb = code["a"], code["b"]
-        lines.append(f"  commit  {ca['commit'] or 'not in git'} -> {cb['commit'] or 'not in git'}")
+        lines.append(f"  commit  {_commit_text(ca['commit'])} -> {_commit_text(cb['commit'])}")
         if (ca["dirty"], ca["diff_sha256"]) != (cb["dirty"], cb["diff_sha256"]):
             lines.append(f"  uncommitted changes  {_dirty(ca)} -> {_dirty(cb)}")
         if "log" in code:
@@ -531,6 +773,21 @@ def format_diff(diff: dict) -> str:
         lines.append(f"  {h['path']}  {h['a'] or '-'} -> {h['b'] or '-'}")
     lines += _format_dict_diff(data["recipe"])
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _commit_text(commit: Any) -> str:
+    """A commit for the terminal: hashes as they are; anything else quoted (no raw escapes)."""
+    if not commit:
+        return "not in git"
+    if is_commit(commit):
+        return commit
+    shown = repr(commit)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (stdout is the table or the JSON)."""
+    print(f"liveml: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _dirty(code: dict) -> str:

@@ -18,7 +18,8 @@ from itertools import combinations, pairwise
 from pathlib import Path
 
 from liveml.core.atomic import atomic_write_text
-from liveml.tracking.compare import Run, Table, git_between, json_safe, run_git
+from liveml.tracking.compare import Run, Table, git_between, json_safe, run_git, warn
+from liveml.tracking.lineage import commit_problem
 
 TEMPLATE = "compare_report.html"
 METRICS_CSV = "metrics.csv"
@@ -87,10 +88,24 @@ def report_data(table: Table, repo: str | Path | None = None, title: str = "") -
 
 def read_curves(path: Path, metrics: list[str]) -> dict[str, list[list[float]]]:
     """{metric: [steps, values]} from a metrics.csv (empty cells skipped), each downsampled
-    to MAX_POINTS; {} when the run has no metrics.csv."""
+    to MAX_POINTS; {} when the run has no metrics.csv or it is unreadable (with a warning)."""
     if not path.is_file():
         return {}
-    with open(path, newline="") as f:
+    try:
+        points = _read_points(path, metrics)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        warn(f"skipping the learning curves of {path}: unreadable ({e})")
+        return {}
+    out = {}
+    for m, pts in points.items():
+        if pts:
+            pts = downsample(pts, MAX_POINTS)
+            out[m] = [[p[0] for p in pts], [float(f"{p[1]:.6g}") for p in pts]]
+    return out
+
+
+def _read_points(path: Path, metrics: list[str]) -> dict[str, list[tuple[int, float]]]:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, [])
         cols = {m: header.index(m) for m in metrics if m in header}
@@ -103,12 +118,7 @@ def read_curves(path: Path, metrics: list[str]) -> dict[str, list[list[float]]]:
                 value = _number(row, i)
                 if value is not None:
                     points[m].append((step, value))
-    out = {}
-    for m, pts in points.items():
-        if pts:
-            pts = downsample(pts, MAX_POINTS)
-            out[m] = [[p[0] for p in pts], [float(f"{p[1]:.6g}") for p in pts]]
-    return out
+    return points
 
 
 def _number(row: list[str], i: int | None) -> float | None:
@@ -131,12 +141,17 @@ def downsample(points: list, n: int) -> list:
 
 def git_pairs(runs: list[Run], repo: str | Path | None) -> dict[str, dict]:
     """git log/stat for pairs of the runs' distinct commits, keyed `<commit>..<commit>`:
-    consecutive commits first (the usual comparison), at most MAX_GIT_PAIRS in all."""
+    consecutive commits first (the usual comparison), at most MAX_GIT_PAIRS in all. A recorded
+    commit that is not a commit hash is left out (with a warning): it never reaches git."""
+    commits = []
+    for r in runs:
+        commit = (r.record.get("code") or {}).get("commit")
+        if problem := commit_problem(commit):
+            warn(f"run {r.id}: {problem}; left out of the report's git log/diff")
+        elif commit and commit not in commits:
+            commits.append(commit)
     if repo is None or run_git(repo, "rev-parse", "--git-dir") is None:
         return {}
-    commits = list(
-        dict.fromkeys(c for r in runs if (c := (r.record.get("code") or {}).get("commit")))
-    )
     pairs = list(pairwise(commits))[:MAX_GIT_PAIRS]
     for pair in combinations(commits, 2):
         if len(pairs) >= MAX_GIT_PAIRS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,23 @@ PIPELINE_WRITTEN = ("dvc.lock", "params.yaml")
 
 # Packages whose versions decide the numbers a training run computes.
 ENV_PACKAGES = ("torch", "torchvision", "torchaudio", "lightning", "numpy")
+
+# A commit as run records hold it: a full or abbreviated SHA-1/SHA-256 object name. Anything
+# else in a record (e.g. `--output=/path`) must never reach git, where it would be an option.
+COMMIT_RE = re.compile(r"[0-9a-fA-F]{7,64}")
+
+
+def is_commit(value: Any) -> bool:
+    """Whether `value` is a commit hash (7-64 hex digits), safe to pass to git as a revision."""
+    return isinstance(value, str) and COMMIT_RE.fullmatch(value) is not None
+
+
+def commit_problem(value: Any) -> str | None:
+    """Why a recorded `code.commit` cannot be used with git (None when it can, or is absent)."""
+    if value is None or is_commit(value):
+        return None
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    return f"code.commit {shown} is not a valid commit hash (7-64 hex digits)"
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -89,7 +107,10 @@ def data_hashes(root: str | os.PathLike, paths: Iterable[str]) -> dict[str, str]
     """The hash DVC records in dvc.lock for each path: md5 of a file, `<md5>.dir` of a folder.
 
     Computed with DVC's own hashing (dvc_data's `build`, honouring .dvcignore like `dvc add`),
-    so a run record can be compared with dvc.lock and .dvc files directly.
+    so a run record can be compared with dvc.lock and .dvc files directly. In a DVC repo the
+    per-file md5s come from DVC's own hash cache (its state database, keyed by inode, mtime and
+    size, which `dvc add`/`dvc repro`/`dvc status` fill): an unchanged file is not read again,
+    and the files hashed here are added to that cache for DVC to reuse.
     """
     from dvc_data.hashfile.build import build
     from dvc_data.hashfile.db import HashFileDB
@@ -99,24 +120,92 @@ def data_hashes(root: str | os.PathLike, paths: Iterable[str]) -> dict[str, str]
     root = Path(root).resolve()
     fs = LocalFileSystem()
     ignore = _dvcignore(fs, root)
+    state = dvc_state(root, ignore)
     # dry_run: hash only; the tree object goes to an in-memory staging area we drop afterwards.
-    odb = HashFileDB(MemoryFileSystem(), f"memory://liveml-hash-{os.getpid()}")
+    odb = HashFileDB(MemoryFileSystem(), f"memory://liveml-hash-{os.getpid()}", state=state)
     out: dict[str, str] = {}
-    for rel in paths:
-        path = root / rel
-        if not path.exists():
-            raise FileNotFoundError(
-                f"data path {rel!r} does not exist under {root}; fix: `dvc pull` or "
-                "`dvc repro generate` to create it."
-            )
-        staging, _, obj = build(odb, str(path), fs, "md5", dry_run=True, ignore=ignore)
-        out[str(rel)] = obj.hash_info.value
-        # The global memory filesystem would keep these blobs for the life of the process.
-        if staging.fs.exists(staging.path):
-            staging.fs.rm(staging.path, recursive=True)
-        if obj.path and obj.fs.protocol == "memory" and obj.fs.exists(obj.path):
-            obj.fs.rm_file(obj.path)
+    try:
+        for rel in paths:
+            path = root / rel
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"data path {rel!r} does not exist under {root}; fix: `dvc pull` or "
+                    "`dvc repro generate` to create it."
+                )
+            staging, _, obj = build(odb, str(path), fs, "md5", dry_run=True, ignore=ignore)
+            out[str(rel)] = obj.hash_info.value
+            # The global memory filesystem would keep these blobs for the life of the process.
+            if staging.fs.exists(staging.path):
+                staging.fs.rm(staging.path, recursive=True)
+            if obj.path and obj.fs.protocol == "memory" and obj.fs.exists(obj.path):
+                obj.fs.rm_file(obj.path)
+    finally:
+        if state is not None:
+            state.close()
     return out
+
+
+def dvc_state(root: Path, ignore=None):
+    """DVC's hash cache (dvc_data State) of the DVC repo at `root`, the one `dvc` itself opens
+    there, or None (not a DVC repo, or the cache cannot be opened: then files are hashed)."""
+    if not (root / ".dvc").is_dir():
+        return None
+    try:
+        from dvc_data.hashfile.state import State
+
+        return State(str(root), dvc_site_cache_dir(root), ignore)
+    except Exception:  # an unwritable cache folder, a DVC that moved it: hash the files
+        return None
+
+
+def dvc_site_cache_dir(root: Path) -> str:
+    """Where DVC keeps the repo's state (`Repo.site_cache_dir`), computed as DVC does without
+    opening the repo (which costs most of a second): `core.site_cache_dir` from the DVC config
+    (system, global, repo, local) or DVC's default, then `repo/<md5 of root, .dvc/tmp/btime's
+    mtime, user and DVC's major version>`. tests/tracking/test_lineage.py checks it against
+    DVC's own."""
+    import getpass
+
+    from dvc.dirs import global_config_dir, site_cache_dir, system_config_dir
+    from dvc.version import version_tuple
+
+    configured = None
+    for config in (
+        Path(system_config_dir()) / "config",
+        Path(global_config_dir()) / "config",
+        root / ".dvc" / "config",
+        root / ".dvc" / "config.local",
+    ):
+        configured = _dvc_core_option(config, "site_cache_dir") or configured
+    # DVC's stand-in for the repo's creation time: the mtime of .dvc/tmp/btime, made on first use.
+    btime_file = root / ".dvc" / "tmp" / "btime"
+    try:
+        with open(btime_file, "x"):
+            pass
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        btime_file = None
+    btime = os.path.getmtime(btime_file) if btime_file else None
+    token = hashlib.md5(
+        str((str(root), None, btime, getpass.getuser(), version_tuple[0], 0)).encode(),
+        usedforsecurity=False,
+    ).hexdigest()
+    return os.path.join(site_cache_dir(configured), "repo", token)
+
+
+def _dvc_core_option(path: Path, key: str) -> str | None:
+    """`key` of the `[core]` section of a DVC config file (INI), or None."""
+    import configparser
+
+    if not path.is_file():
+        return None
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    try:
+        parser.read(path)
+    except configparser.Error:
+        return None
+    return parser.get("core", key, fallback=None)
 
 
 def _dvcignore(fs, root: Path):

@@ -2,18 +2,30 @@
 
 An offline W&B run only writes a binary .wandb file, so the metrics that liveml reads back
 (run.json, comparisons, DVC plots) come from the CSV log, which is always written.
+
+Neither is on the training's critical path: W&B runs in a process of its own
+(`liveml.tracking.wandb_worker`), started while the data, model and trainer are set up; the
+training sends it its calls in order and never waits for it, except for the run's id and folder
+after the fit (long known by then) and its finish, which overlaps the writing of the model folder
+and the run record. The CSV is rewritten at epoch boundaries and before each checkpoint (so a
+resumed run's log holds exactly what its checkpoint had seen), not on every logging call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
 import os
+import queue
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -39,18 +51,22 @@ RECORD_FIELDS = (
 class MetricsCSVLogger(Logger):
     """Lightning logger writing one wide CSV (step, epoch, then one column per metric).
 
-    The file is rewritten atomically after every logging call, so a killed run keeps a
-    readable log; on resume, rows after the checkpoint's epoch are dropped (`truncate`).
+    Rows are kept in memory and the file is rewritten atomically by `write` (FlushMetricsCSV
+    calls it at each epoch start and before each checkpoint; the run's close calls it last), so
+    a killed run keeps a readable log of what its last checkpoint had seen; on resume, rows
+    after the checkpoint's epoch are dropped (`truncate`).
     """
 
     def __init__(self, path: str | os.PathLike, resume: bool = False):
         super().__init__()
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
+        self.dirty = False
         if resume and self.path.is_file():
             with open(self.path, newline="") as f:
                 self.rows = [
-                    {k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)
+                    {k: _number(v) for k, v in row.items() if v != ""}
+                    for row in csv.DictReader(f)
                 ]
 
     @property
@@ -70,22 +86,47 @@ class MetricsCSVLogger(Logger):
         """Hyperparameters live in the run record and config.yaml, not in the metric log."""
 
     @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None
+    ) -> None:
         self.rows.append({"step": step, **{k: _number(v) for k, v in metrics.items()}})
-        self.write()
+        self.dirty = True
 
     def truncate(self, last_epoch: int) -> None:
         """Keep rows of epochs <= `last_epoch`: what a checkpoint of that epoch had seen."""
         self.rows = [r for r in self.rows if r.get("epoch", 0) <= last_epoch]
         self.write()
 
+    def flush(self) -> None:
+        """Write the file if rows were logged since it was last written."""
+        if self.dirty:
+            self.write()
+
     def write(self) -> None:
+        self.dirty = False
         keys = sorted({k for r in self.rows for k in r} - {"step", "epoch"})
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["step", "epoch", *keys], lineterminator="\n")
+        w = csv.DictWriter(
+            buf, fieldnames=["step", "epoch", *keys], lineterminator="\n"
+        )
         w.writeheader()
         w.writerows(self.rows)
         atomic_write_text(self.path, buf.getvalue())
+
+
+class FlushMetricsCSV(Callback):
+    """Writes the CSV log at each training epoch start (the previous epoch's rows, including
+    those Lightning logs after its checkpoint) and while each checkpoint is being built (before
+    its file is written), so the log on disk always covers what the newest checkpoint saw."""
+
+    def __init__(self, csv_logger: MetricsCSVLogger):
+        self.csv = csv_logger
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.csv.flush()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.csv.flush()
 
 
 def _number(v: Any) -> Any:
@@ -114,38 +155,227 @@ def wandb_mode(cfg) -> str:
     return os.environ.get("WANDB_MODE") or cfg.logger.mode
 
 
+class BackgroundWandb(Logger):
+    """A Lightning logger whose W&B run lives in a process of its own
+    (`liveml.tracking.wandb_worker`), started when this is created.
+
+    W&B's Python side (its import, the run's start, each call's serialisation) runs there, on
+    another core and outside this interpreter's lock, so the training neither waits for nor
+    shares its CPU with it. Calls are sent in order as JSON lines (a writer thread, so a slow
+    start never blocks the training); `finish` is sent the same way and `join` waits for it. A
+    failure to start W&B is raised in the training at its next logging call (and by `ready`).
+    If this process dies, the worker finishes the run as failed.
+    """
+
+    def __init__(
+        self,
+        init: Mapping[str, Any],
+        id_file: Path,
+        resumed_id: str | None,
+        new_id: str,
+        save_dir: str,
+    ):
+        """`init`: wandb.init's arguments but the id; the run resumes `resumed_id` when given
+        (falling back to `new_id` when a killed process's W&B service still holds it)."""
+        super().__init__()
+        import subprocess
+
+        self._planned_id = resumed_id or new_id
+        self._save_dir = save_dir
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self.started: dict | None = None
+        self.error: BaseException | None = None
+        self._finished = False
+        # Seconds W&B took in its process: to start its run, and to finish it.
+        self.seconds: dict[str, float | None] = {"start": None, "finish": None}
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "liveml.tracking.wandb_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._outbox.put(
+            {
+                "init": dict(init),
+                "id_file": str(id_file),
+                "resumed_id": resumed_id,
+                "new_id": new_id,
+            }
+        )
+        self._writer = threading.Thread(
+            target=self._write, name="liveml-wandb-out", daemon=True
+        )
+        self._reader = threading.Thread(
+            target=self._read, name="liveml-wandb-in", daemon=True
+        )
+        self._writer.start()
+        self._reader.start()
+
+    # -- Lightning's Logger interface
+
+    @property
+    def name(self) -> str:
+        return "wandb"
+
+    @property
+    def version(self) -> str:
+        return self._planned_id
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        from lightning.fabric.utilities.logger import (
+            _convert_json_serializable,
+            _convert_params,
+            _sanitize_callable_params,
+        )
+
+        params = _convert_json_serializable(
+            _sanitize_callable_params(_convert_params(params))
+        )
+        self._send({"op": "hparams", "params": params})
+
+    @rank_zero_only
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None
+    ) -> None:
+        self._send(
+            {
+                "op": "metrics",
+                "metrics": {k: _number(v) for k, v in metrics.items()},
+                "step": step,
+            }
+        )
+
+    # -- the run
+
+    def _send(self, message: dict) -> None:
+        if self.error is not None:
+            raise self.error
+        self._outbox.put(message)
+
+    def _write(self) -> None:
+        pipe = self._proc.stdin
+        while True:
+            message = self._outbox.get()
+            if message is None:
+                break
+            try:
+                pipe.write((json.dumps(message, default=str) + "\n").encode())
+                pipe.flush()
+            except (BrokenPipeError, OSError):
+                break  # the worker is gone: the reader reports it
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            message = json.loads(line)
+            if "started" in message:
+                self.started = message["started"]
+                self.seconds["start"] = self.started["seconds"]
+                self._ready.set()
+            elif "error" in message:
+                self.error = RuntimeError(message["error"])
+                self._ready.set()
+            elif "finished" in message:
+                self.seconds["finish"] = message["finished"]["seconds"]
+        self._proc.wait()
+        if not self._ready.is_set():
+            self.error = RuntimeError(
+                f"the W&B worker exited (code {self._proc.returncode}) before its run started"
+            )
+            self._ready.set()
+        self._done.set()
+
+    def ready(self) -> dict:
+        """{"id", "dir"} of the started run (waits for the start); raises what made it fail."""
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
+        return self.started
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        self._send({"op": "summary", "values": dict(values)})
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Send the W&B run's finish (once); `join` waits for it."""
+        if not self._finished:
+            self._finished = True
+            self._outbox.put({"op": "finish", "exit_code": exit_code})
+            self._outbox.put(None)
+
+    def join(self) -> None:
+        self.finish(1)  # no-op after a finish
+        self._done.wait()
+        self._writer.join()
+
+
 class Tracking:
     """The loggers of one run and how to close them; `with` closes with exit code 1 on error."""
 
-    def __init__(self, csv_logger: MetricsCSVLogger, wandb_logger=None, mode: str = "disabled"):
+    def __init__(
+        self,
+        csv_logger: MetricsCSVLogger,
+        wandb: BackgroundWandb | None = None,
+        mode: str = "disabled",
+    ):
         self.csv = csv_logger
-        self.wandb_logger = wandb_logger
+        self.wandb = wandb
         self.mode = mode
         self.closed = False
 
     @property
     def loggers(self) -> list:
-        return [lg for lg in (self.wandb_logger, self.csv) if lg is not None]
+        return [lg for lg in (self.wandb, self.csv) if lg is not None]
 
     @property
-    def wandb_run(self):
-        return None if self.wandb_logger is None else self.wandb_logger.experiment
+    def callbacks(self) -> list[Callback]:
+        """Callbacks the trainer needs for these loggers (the CSV's epoch-boundary writes)."""
+        return [FlushMetricsCSV(self.csv)]
+
+    def planned(self) -> dict:
+        """What the record keeps about the W&B run, without waiting for it: the id it is
+        started with (a resume that finds it held falls back to a new one) and the mode."""
+        planned = None if self.wandb is None else self.wandb.version
+        return {"id": planned, "mode": self.mode, "dir": None}
 
     def info(self) -> dict:
-        """What the run record keeps about the W&B run: id, mode, local folder."""
-        run = self.wandb_run
-        if run is None:
+        """What the run record keeps about the W&B run: id, mode, local folder (waits for the
+        start; raises what made it fail)."""
+        if self.wandb is None:
             return {"id": None, "mode": self.mode, "dir": None}
-        return {"id": run.id, "mode": self.mode, "dir": str(run.settings.sync_dir)}
+        run = self.wandb.ready()
+        return {"id": run["id"], "mode": self.mode, "dir": run["dir"]}
+
+    def summary(self, **values: Any) -> None:
+        if self.wandb is not None:
+            self.wandb.summary(values)
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Write the CSV and queue the W&B run's finish, without waiting for it (`close` does)."""
+        self.csv.write()
+        if self.wandb is not None:
+            self.wandb.finish(exit_code)
 
     def close(self, exit_code: int = 0) -> None:
-        """Write the CSV and finish the W&B run (idempotent)."""
+        """Write the CSV, finish the W&B run and wait for it (idempotent). A W&B failure is
+        raised after a successful run, and only reported after a failed one."""
         if self.closed:
             return
         self.closed = True
-        self.csv.write()
-        if self.wandb_logger is not None and self.wandb_logger._experiment is not None:
-            self.wandb_logger._experiment.finish(exit_code=exit_code)
+        self.finish(exit_code)
+        if self.wandb is None:
+            return
+        self.wandb.join()
+        if self.wandb.error is not None:
+            if exit_code == 0:
+                raise self.wandb.error
+            print(f"liveml: W&B: {self.wandb.error}", file=sys.stderr, flush=True)
 
     def __enter__(self) -> Tracking:
         return self
@@ -168,7 +398,8 @@ def open_tracking(
     parts, sweep) as its config, the run id as its name, and the record's sweep name (if any)
     as its group, so W&B's grouping and parallel-coordinates views line up a sweep's runs by
     the keys it varied. With `resume`, the CSV continues and the W&B run of the same id is
-    resumed, so a killed-and-resumed training is one W&B run.
+    resumed, so a killed-and-resumed training is one W&B run. W&B runs in a process of its own
+    (see BackgroundWandb); `Tracking.info()` waits for its start.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,8 +409,6 @@ def open_tracking(
     mode = wandb_mode(cfg)
     if mode == "disabled":
         return Tracking(csv_logger, None, mode)
-
-    from lightning.pytorch.loggers import WandbLogger
 
     from liveml.core.config import to_dict
 
@@ -194,45 +423,19 @@ def open_tracking(
     if sweep:
         # The keys the sweep varies, at the top level: W&B's parallel coordinates pick them.
         config["sweep_params"] = dict(sweep.get("overrides") or {})
-
-    def start(run_id: str) -> Tracking:
-        atomic_write_text(id_file, run_id + "\n")
-        logger = WandbLogger(
-            name=record.get("run_id"),
-            save_dir=str(wandb_dir),
-            id=run_id,
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            group=sweep.get("name"),
-            job_type="train",
-            tags=[str(record.get("task")), *([sweep["kind"]] if sweep.get("kind") else [])],
-            config=config,
-            mode=mode,
-        )
-        # Lightning always passes `anonymous`, which W&B now warns about on every init.
-        logger._wandb_init.pop("anonymous", None)
-        tracking = Tracking(csv_logger, logger, mode)
-        try:
-            # Start the W&B run now: its id goes into the record, and a run that fails before
-            # Lightning first logs still gets a W&B run that is finished with the failure.
-            _ = logger.experiment
-        except BaseException:
-            tracking.closed = True  # no W&B run to finish
-            raise
-        return tracking
-
-    if resumed_id:
-        try:
-            return start(resumed_id)
-        except Exception as e:
-            # A W&B service shared with the killed process may still hold its run open;
-            # the training still resumes, under a new W&B run.
-            if "in use" not in str(e):
-                raise
-            print(
-                f"liveml: W&B run {resumed_id} is still held open ({e}); logging the resumed "
-                "training to a new W&B run",
-                file=sys.stderr,
-                flush=True,
-            )
-    return start(_new_wandb_id())
+    init = {
+        "name": record.get("run_id"),
+        "project": cfg.logger.project,
+        "entity": cfg.logger.entity,
+        "dir": str(wandb_dir),
+        "group": sweep.get("name"),
+        "job_type": "train",
+        "tags": [
+            str(record.get("task")),
+            *([sweep["kind"]] if sweep.get("kind") else []),
+        ],
+        "config": config,
+        "mode": mode,
+    }
+    wandb = BackgroundWandb(init, id_file, resumed_id, _new_wandb_id(), str(wandb_dir))
+    return Tracking(csv_logger, wandb, mode)

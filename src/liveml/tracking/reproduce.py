@@ -21,9 +21,11 @@ class DataMismatchError(RuntimeError):
 
 def check_data(record: dict, project: Project) -> None:
     """Raise DataMismatchError naming each path whose current DVC hash differs from the record."""
-    from liveml.tracking.lineage import data_hashes
+    from liveml.tracking.lineage import data_hashes, is_commit
 
-    commit = (record.get("code") or {}).get("commit") or "<the run's commit>"
+    # Only a commit hash goes into a command the user may paste (never a record's raw value).
+    commit = (record.get("code") or {}).get("commit")
+    commit = commit if is_commit(commit) else "<the run's commit>"
     fix = f"fix: `git checkout {commit} && dvc checkout` (or `dvc pull`) to restore that data."
     problems = []
     for path, recorded in (record.get("data") or {}).items():
@@ -41,12 +43,14 @@ def check_data(record: dict, project: Project) -> None:
 
 def code_warnings(record: dict, project: Project) -> list[str]:
     """How the current code differs from the run's (commit, uncommitted changes)."""
-    from liveml.tracking.lineage import code_state, pipeline_outputs
+    from liveml.tracking.lineage import code_state, commit_problem, pipeline_outputs
 
     then = record.get("code") or {}
     now = code_state(project.root, exclude=pipeline_outputs(record["config"], project))
     out = []
-    if then.get("commit") != now["commit"]:
+    if problem := commit_problem(then.get("commit")):
+        out.append(f"the run's {problem}: its code cannot be checked out")
+    elif then.get("commit") != now["commit"]:
         out.append(
             f"code commit differs: run {then.get('commit')}, now {now['commit']} "
             f"(`git checkout {then.get('commit')}` to use the run's code)"
@@ -66,12 +70,17 @@ def reproduce(ref: str | os.PathLike, project: Project | None = None, *, tol: fl
     "metric_diffs", "warnings"}. Metrics match when every key is present in both and differs
     by at most `tol` (default: exactly equal, as deterministic CPU training gives).
     """
-    from liveml.tracking.runs import RunStore
+    from liveml.tracking.runs import BadRecordError, RunStore, read_record
     from liveml.tracking.sweeps import reproduction
     from liveml.training.run import train
 
     project = project or Project.find()
-    record = RunStore.for_project(project).get(ref)
+    path = RunStore.for_project(project).resolve(ref)
+    record = read_record(path)
+    if not isinstance(record.get("config"), dict) or not isinstance(record.get("data"), dict):
+        raise BadRecordError(
+            f"{path}: no config or data to retrain from (not a training run's record)"
+        )
     check_data(record, project)
     warnings = code_warnings(record, project)
     for w in warnings:

@@ -4,6 +4,9 @@ Composes the project's conf/ (found from $LIVEML_ROOT or the cwd), checks it, an
 `liveml.training.run.train` into `<hydra job output dir>/model`. Each multirun job gets its own run
 record and W&B run, grouped by the sweep folder (`tracking.sweeps`); the job returns its record,
 which is how a sweeper such as Optuna reads the metric.
+
+Before Hydra sees the command line, `check_overrides` composes the (first job's) overrides with
+liveml's `compose`, so a misspelt key gets liveml's message (the keys allowed there), exit 2.
 """
 
 from __future__ import annotations
@@ -36,6 +39,63 @@ def _job(cfg, project) -> dict:
     return record
 
 
+def first_job_overrides(argv: list[str]) -> list[str] | None:
+    """The overrides of the first job `argv` (Hydra's command line) runs, for composing with
+    liveml's `compose`: sweeps (`a=1,2`, `range`, `interval`) replaced by one value, `hydra.*`
+    left out. None when the command line does not compose conf/config.yaml as given (--help,
+    another config, a bad command line: Hydra answers those itself)."""
+    import contextlib
+    import io
+
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = get_args_parser().parse_args(argv)
+        other = ("help", "hydra_help", "info", "shell_completion", "experimental_rerun")
+        where = ("config_path", "config_name", "config_dir")
+        if any(getattr(args, a, None) for a in (*other, *where)):
+            return None
+        job = []
+        for o in OverridesParser.create().parse_overrides(args.overrides):
+            if o.key_or_group.split("/")[0].split(".")[0] == "hydra":
+                continue
+            if not o.is_sweep_override():
+                job.append(o.input_line)
+                continue
+            first = next(iter(o.sweep_string_iterator()), "0") if o.is_discrete_sweep() else "0"
+            job.append(f"{o.get_key_element()}={first}")
+        return job
+    except (SystemExit, Exception):  # Hydra reports a bad command line in its own words
+        return None
+
+
+def _key_of(override: str) -> str:
+    """`model.lr` of `+model.lr@pkg=0.1`."""
+    return override.split("=", 1)[0].lstrip("+~").split("@")[0]
+
+
+def check_overrides(project, argv: list[str]) -> None:
+    """Exit 2 with liveml's message (the key, the keys allowed there, the fix) when the command
+    line sets a key conf/ does not have: Hydra would reject it first, advising `+key=value`,
+    which only adds the misspelt key. Other problems are left to Hydra and to `_job`'s check."""
+    from liveml.core.config import UnknownKeyError, compose
+
+    overrides = first_job_overrides(argv)
+    if overrides is None:
+        return
+    try:
+        compose(overrides, project=project)
+    except UnknownKeyError as e:
+        given = [a for a in argv if f"{_key_of(a)}.".startswith(f"{e.key}.")]
+        source = f"the override `{given[0]}`" if given else "the command line"
+        print(f"error: {UnknownKeyError(source, e.key, e.parent, e.allowed)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:
+        return  # e.g. a value only a sweep's own jobs give sense to: Hydra and `_job` decide
+
+
 def main() -> None:
     import hydra
 
@@ -47,6 +107,7 @@ def main() -> None:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    check_overrides(project, sys.argv[1:])
 
     # Hydra needs the config folder when decorating; it is only known once the project is.
     @hydra.main(config_path=str(project.conf_dir), config_name=RUN_CONFIG, version_base="1.3")

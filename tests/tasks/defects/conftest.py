@@ -7,6 +7,8 @@
   `overrides` such as {"seed": 1, "brightness": 0.7}, into `out_dir`; returns it.
 - `tiny_defects_data`: a private copy of the tiny dataset in tmp_path (generated once per
   session, copied per test, so a test may corrupt its copy freely); returns its folder.
+- `defects_cfg(*overrides)`: the repo's conf/ composed for the defects task (session-wide, no
+  project writes), with Hydra overrides such as "data.image_size=64".
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ TINY_RECIPE = {"seed": 0, "image_size": 64, "n_train": 24, "n_val": 8, "n_test":
 
 
 def _tiny_recipe(overrides: dict[str, Any] | None = None) -> DictConfig:
-    """The tiny recipe as a typed config, with dotted-key overrides applied."""
-    cfg = OmegaConf.merge(OmegaConf.structured(DefectsDataConfig), TINY_RECIPE)
+    """conf/data/defects.yaml shrunk to TINY_RECIPE, as a typed config, with dotted-key
+    overrides applied."""
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(DefectsDataConfig),
+        OmegaConf.load(REPO / "conf/data/defects.yaml"),
+        TINY_RECIPE,
+    )
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, force_add=False)
     return cfg
@@ -67,3 +74,14 @@ def _tiny_defects_master(tmp_path_factory, make_defects_data) -> Path:
 @pytest.fixture
 def tiny_defects_data(tmp_path, _tiny_defects_master) -> Path:
     return Path(shutil.copytree(_tiny_defects_master, tmp_path / "defects_data"))
+
+
+@pytest.fixture(scope="session")
+def defects_cfg() -> Callable[..., DictConfig]:
+    from liveml.core.config import compose
+    from liveml.core.project import Project
+
+    def make(*overrides: str) -> DictConfig:
+        return compose(["task=defects", *overrides], project=Project(REPO))
+
+    return make

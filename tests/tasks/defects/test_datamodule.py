@@ -10,13 +10,14 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from liveml.core.config import check
 from liveml.data.sampling import EpochSampler
 from liveml.tasks.defects.datamodule import (
     CocoDefects,
     DefectsDataModule,
     train_transform,
 )
+
+from taskconfig import check
 
 CLASSES = ["scratch", "crack", "spot"]
 

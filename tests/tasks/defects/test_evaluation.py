@@ -1,4 +1,5 @@
-"""Evaluation of the defects detector: mAP from torchmetrics, PR/confusion plot data, speed."""
+"""Evaluation of the defects detector: mAP from torchmetrics, PR/confusion plot data, and the
+evaluate stage's speed figures of its deployable (named by the task: throughput_ips)."""
 
 from __future__ import annotations
 
@@ -121,23 +122,38 @@ def test_confusion_matches_each_box_once():
 
 
 def test_evaluate_end_to_end(tiny_cfg, tiny_data, tmp_path):
+    from liveml.release.speed import task_speed
+    from liveml.tasks import get_task
     from liveml.tasks.defects.module import DefectsModule
 
     cfg = tiny_cfg()
     module = DefectsModule(cfg)  # freshly initialised: quality is irrelevant here
-    out = evaluate(
+    quality_only = evaluate(cfg, module, tiny_data, tmp_path / "plots")
+    assert not any(k.startswith(("latency", "throughput")) for k in quality_only)
+    speed = task_speed(
+        get_task("defects"),
         cfg,
         module,
         tiny_data,
-        tmp_path / "plots",
         batch_sizes=(1, 2),
         latency_iters=3,
         min_time=0.01,
     )
+    assert set(speed) == {
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "throughput_ips",
+        "best_batch_size",
+        "throughput_per_batch_size",
+        "device",
+        "num_threads",
+    }
+    out = {**quality_only, **speed}  # what the evaluate stage writes (before the scope)
     keys = {"map_50", "map", "mar_100", "latency_p50_ms", "latency_p95_ms", "throughput_ips"}
     keys |= {"best_batch_size", "n_test_images", "device", "num_threads"}
     keys |= {f"{k}/{c}" for k in ("ap", "ap_50") for c in CLASSES}
     assert keys <= set(out)
+    assert set(out["throughput_per_batch_size"]) == {"1", "2"}
     assert out["n_test_images"] == cfg.data.n_test
     assert 0.0 <= out["map_50"] <= 1.0 and out["latency_p50_ms"] > 0
     assert out["best_batch_size"] in (1, 2) and out["throughput_ips"] > 0

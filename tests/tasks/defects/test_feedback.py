@@ -1,4 +1,5 @@
-"""Feedback data of the defects task: ground truth by hash, versions, merge, quality."""
+"""Feedback data of the defects task through the framework's feedback code: ground truth by
+hash, versions in the COCO layout, merge into generated data, the headline score."""
 
 from __future__ import annotations
 
@@ -11,8 +12,24 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
+from liveml.data import feedback
+from liveml.data.feedback import in_holdout
 from liveml.tasks import get_task
-from liveml.tasks.defects.feedback import ground_truth, in_holdout, merge, quality, write_version
+
+TASK = get_task("defects")
+ground_truth = TASK.ground_truth
+
+
+def write_version(*args, **kw) -> dict:
+    return feedback.write_version(TASK, *args, **kw)
+
+
+def merge(data_dir: Path, versions: list[Path]) -> dict:
+    return feedback.merge(TASK, data_dir, versions)
+
+
+def quality(cfg, module, data_dir: Path, split: str = "test") -> dict:
+    return feedback.score(TASK, cfg, module, data_dir, split)
 
 
 def sha(path: Path) -> str:
@@ -66,14 +83,15 @@ def test_ground_truth_finds_every_file_with_its_labels(traffic):
     files = all_images(traffic)
     assert len(files) == 40 and set(truth) == {sha(f) for f in files}
     for split in ("train", "val", "test"):
-        for digest, boxes in labelled(traffic, split).items():
+        boxes = labelled(traffic, split)
+        for img in coco(traffic, split)["images"]:
+            digest = sha(traffic / img["file_name"])
             rec = truth[digest]
-            assert rec["source"] == {
-                "dir": str(traffic),
-                "split": split,
-                "file": rec["image"]["file_name"],
-            }
-            assert sorted((a["category_id"], a["bbox"]) for a in rec["annotations"]) == boxes
+            assert rec["source"] == {"dir": str(traffic), "split": split, "file": img["file_name"]}
+            assert rec["image"] == {k: v for k, v in img.items() if k not in ("id", "file_name")}
+            assert (
+                sorted((a["category_id"], a["bbox"]) for a in rec["annotations"]) == boxes[digest]
+            )
             assert rec["categories"] == coco(traffic, split)["categories"]
     with pytest.raises(FileNotFoundError, match="generator"):
         ground_truth([traffic / "images"])
@@ -177,13 +195,13 @@ def test_merge_appends_train_and_data_stays_valid(traffic, base, tiny_cfg, tmp_p
         {
             "version": "v0001",
             "train": n1,
-            "skipped": {"duplicate": 0, "size": 0},
+            "skipped": {"duplicate": 0},
             "provenance": {"window": 3},
         },
         {
             "version": "v0002",
             "train": n2,
-            "skipped": {"duplicate": 8, "size": 0},
+            "skipped": {"duplicate": 8},
             "provenance": None,
         },
     ]
@@ -244,3 +262,24 @@ def test_quality_on_data_and_feedback_versions(traffic, base, tiny_cfg, tmp_path
         assert perfect["value"] == pytest.approx(1.0)
     with pytest.raises(FileNotFoundError, match="split"):
         quality(cfg, module, version, "val")
+
+
+def test_layout_round_trip_is_byte_identical(base):
+    """Rewriting every split as read changes no byte: a merge touches only what it appends."""
+    before = tree_hashes(base)
+    for split in ("train", "val", "test"):
+        examples = TASK.read_split(base, split)
+        assert [e.stem for e in examples] == [f"{split}_{i:05d}" for i in range(len(examples))]
+        TASK.write_split(base, split, examples)
+    assert tree_hashes(base) == before
+
+
+def test_merge_skips_photos_of_another_size(base, make_defects_data, tmp_path):
+    other = make_defects_data(tmp_path / "other", {"seed": 9, "image_size": 48})
+    version = tmp_path / "v0001"
+    counts = write_version(all_images(other), ground_truth([other]), version, holdout=0.0)
+    before = coco(base, "train")
+    result = merge(base, [version])
+    assert result["train"] == 0
+    assert result["versions"][0]["skipped"] == {"duplicate": 0, "size": counts["train"]}
+    assert coco(base, "train")["images"] == before["images"]

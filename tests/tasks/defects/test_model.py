@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from liveml.tasks.defects.config import FcosConfig
 from liveml.tasks.defects.model import build_detector, level_strides
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def default_model():
+    """The model config of conf/model/fcos_tiny.yaml, typed (the schema gives types only)."""
+    return OmegaConf.merge(
+        OmegaConf.structured(FcosConfig), OmegaConf.load(REPO / "conf/model/fcos_tiny.yaml")
+    )
+
 
 TINY_MODEL = {"channels": [8, 16, 16, 32], "fpn_channels": 32, "head_convs": 1}
 
@@ -22,7 +34,7 @@ def one_thread():
 
 
 def tiny_model_cfg(**overrides):
-    return OmegaConf.merge(OmegaConf.structured(FcosConfig), TINY_MODEL, overrides)
+    return OmegaConf.merge(default_model(), TINY_MODEL, overrides)
 
 
 def images(n: int, size: int = 64, seed: int = 0) -> list[torch.Tensor]:
@@ -45,7 +57,7 @@ def test_builds_from_config_at_the_data_size():
 
 
 def test_default_config_builds():
-    model = build_detector(OmegaConf.structured(FcosConfig), num_classes=3, image_size=160)
+    model = build_detector(default_model(), num_classes=3, image_size=160)
     model.eval()
     with torch.no_grad():
         (out,) = model(images(1, size=160))

@@ -7,9 +7,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from liveml.core.config import check, to_dict
+from liveml.core.config import to_dict
 from liveml.tasks.defects.datamodule import DefectsDataModule
 from liveml.tasks.defects.module import DefectsModule
+
+from taskconfig import check
 
 CLASSES = ["scratch", "crack", "spot"]
 

@@ -1,4 +1,5 @@
-"""The defects task's monitoring hooks: photo features, the detector's view, drifted draws."""
+"""The defects task's monitoring hooks: photo features, the detector's view, drifted draws
+(through the framework's draw loop, as the reference stage and the benches draw)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,29 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from liveml.core.config import check
-from liveml.serving.predictors import DefectsPredictor
+from liveml.core.config import compose
+from liveml.core.project import Project
+from liveml.monitoring.monitor import draw_inputs as framework_draw_inputs
 from liveml.serving.runtime import Runtime
 from liveml.tasks import get_task
 from liveml.tasks.defects import monitoring
+from liveml.tasks.defects.serving import DefectsPredictor
 from liveml.tasks.defects.synth import PNG_COMPRESS_LEVEL, as_recipe, image_rng, render_photo
 
+REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["scratch", "crack", "spot"]
 N = 30  # photos per condition: enough for a mean over scratch lengths, paired by scene
 
 
-def task_cfg(**model):
-    """The full-size recipe (160 px photos): the feature thresholds are set for it."""
-    return check({"seed": 0, "task": {"name": "defects", "classes": CLASSES}, "model": model})
+def task_cfg(*overrides: str):
+    """The full-size recipe of conf/ (160 px photos): the feature thresholds are set for it."""
+    cfg = compose(["task=defects", *overrides], project=Project(REPO))
+    assert list(cfg.task.classes) == CLASSES
+    return cfg
+
+
+def draw_inputs(cfg, n: int, **kw) -> list[bytes]:
+    return framework_draw_inputs(get_task("defects"), cfg, n, **kw)
 
 
 def features(inputs: list[bytes]) -> dict[str, np.ndarray]:
@@ -35,7 +45,7 @@ def features(inputs: list[bytes]) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def base() -> list[bytes]:
-    return monitoring.draw_inputs(task_cfg(), N, stream=0)
+    return draw_inputs(task_cfg(), N, stream=0)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +68,7 @@ def test_features_of_generated_photos_are_finite_and_in_range(base, base_feature
 
 
 def test_darker_photos_have_lower_brightness(base_features):
-    darker = features(
-        monitoring.draw_inputs(task_cfg(), 10, stream=0, scenario="darker", strength=0.3)
-    )
+    darker = features(draw_inputs(task_cfg(), 10, stream=0, scenario="darker", strength=0.3))
     ratio = darker["brightness"] / base_features["brightness"][:10]
     # The same scenes, 30% less light (a little less where bright pixels were clipped).
     assert ratio == pytest.approx(np.full(10, 0.7), abs=0.03)
@@ -68,16 +76,14 @@ def test_darker_photos_have_lower_brightness(base_features):
 
 def test_longer_scratches_give_larger_defect_extent(base_features):
     longer = features(
-        monitoring.draw_inputs(task_cfg(), N, stream=0, scenario="longer_scratches", strength=1.0)
+        draw_inputs(task_cfg(), N, stream=0, scenario="longer_scratches", strength=1.0)
     )
     assert longer["defect_extent"].mean() > 1.15 * base_features["defect_extent"].mean()
     assert np.mean(longer["defect_extent"] >= base_features["defect_extent"]) > 0.8
 
 
 def test_blur_lowers_sharpness(base_features):
-    blurred = features(
-        monitoring.draw_inputs(task_cfg(), 10, stream=0, scenario="blur", strength=1.0)
-    )
+    blurred = features(draw_inputs(task_cfg(), 10, stream=0, scenario="blur", strength=1.0))
     assert np.median(blurred["sharpness"] / base_features["sharpness"][:10]) < 0.6
 
 
@@ -118,8 +124,8 @@ def test_median_background_is_scipys_median():
 
 def test_draw_inputs_is_deterministic_and_streams_differ(base):
     cfg = task_cfg()
-    assert monitoring.draw_inputs(cfg, 3, stream=0) == base[:3]
-    other = monitoring.draw_inputs(cfg, 3, stream=1)
+    assert draw_inputs(cfg, 3, stream=0) == base[:3]
+    other = draw_inputs(cfg, 3, stream=1)
     assert all(a != b for a, b in zip(base[:3], other, strict=True))
     # Never a photo of the generator's own splits (split indices 0, 1, 2), same seed and index.
     recipe = as_recipe(cfg.data)
@@ -133,10 +139,10 @@ def test_draw_inputs_is_deterministic_and_streams_differ(base):
 
 
 def test_draw_inputs_follows_the_data_seed(base):
-    cfg = check({"seed": 0, "task": {"name": "defects", "classes": CLASSES}, "data": {"seed": 1}})
-    assert monitoring.draw_inputs(cfg, 1, stream=0) != base[:1]
+    cfg = task_cfg("data.seed=1")
+    assert draw_inputs(cfg, 1, stream=0) != base[:1]
     with pytest.raises(ValueError, match="stream"):
-        monitoring.draw_inputs(cfg, 1, stream=-1)
+        draw_inputs(cfg, 1, stream=-1)
 
 
 def test_drifted_recipe_applies_each_scenario():
@@ -164,8 +170,11 @@ def test_drifted_recipe_applies_each_scenario():
     ],
 )
 def test_drifted_recipe_rejects_bad_requests(scenario, strength, message):
+    cfg = task_cfg()
     with pytest.raises(ValueError, match=message):
-        monitoring.drifted_recipe(task_cfg().data, scenario, strength)
+        monitoring.drifted_recipe(cfg.data, scenario, strength)
+    with pytest.raises(ValueError, match=message):  # the framework's draws check the same
+        draw_inputs(cfg, 1, stream=0, scenario=scenario, strength=strength)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,17 +184,11 @@ def test_drifted_recipe_rejects_bad_requests(scenario, strength, message):
 def tiny_detector(score_thresh: float):
     """An untrained tiny detector at 64 px (uploads are 160 px: the server path resizes)."""
     torch.set_num_threads(1)
-    cfg = check(
-        {
-            "seed": 0,
-            "task": {"name": "defects", "classes": CLASSES},
-            "data": {"image_size": 64},
-            "model": {
-                "channels": [8, 16, 16, 32],
-                "fpn_channels": 32,
-                "score_thresh": score_thresh,
-            },
-        }
+    cfg = task_cfg(
+        "data.image_size=64",
+        "model.channels=[8,16,16,32]",
+        "model.fpn_channels=32",
+        f"model.score_thresh={score_thresh}",
     )
     return get_task("defects").module(cfg).eval()
 

@@ -5,6 +5,8 @@
 - `make_speech_data(out_dir, overrides=None)`: generate that recipe into `out_dir`.
 - `tiny_speech_data`: a private copy of the tiny dataset in tmp_path (generated once per
   session, copied per test, so a test may corrupt its copy freely); returns its folder.
+- `speech_cfg(*overrides)`: the repo's conf/ composed for the speech task (session-wide, no
+  project writes), with Hydra overrides such as "model.rnn_hidden=16".
 """
 
 from __future__ import annotations
@@ -58,3 +60,14 @@ def _speech_data_master(tmp_path_factory, make_speech_data) -> Path:
 @pytest.fixture
 def tiny_speech_data(tmp_path, _speech_data_master) -> Path:
     return Path(shutil.copytree(_speech_data_master, tmp_path / "speech-raw"))
+
+
+@pytest.fixture(scope="session")
+def speech_cfg() -> Callable[..., DictConfig]:
+    from liveml.core.config import compose
+    from liveml.core.project import Project
+
+    def make(*overrides: str) -> DictConfig:
+        return compose(["task=speech", *overrides], project=Project(REPO))
+
+    return make

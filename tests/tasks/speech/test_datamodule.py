@@ -9,7 +9,6 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from liveml.core.config import check
 from liveml.tasks.speech.datamodule import (
     BucketBatchSampler,
     SpeechClips,
@@ -19,6 +18,8 @@ from liveml.tasks.speech.datamodule import (
     load,
 )
 from liveml.tasks.speech.text import encode
+
+from taskconfig import check
 
 
 def tiny_cfg(recipe, batch_size: int = 4, **model):

@@ -1,4 +1,5 @@
-"""Evaluation of the recognizer: WER/CER from torchmetrics, CER by condition, CSVs, speed."""
+"""Evaluation of the recognizer: WER/CER from torchmetrics, CER by condition, CSVs, and the
+evaluate stage's speed figures of its deployable (the task names them: rtf, throughput_ups)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import csv
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from liveml.core.config import check
+from liveml.release.speed import task_speed
+from liveml.tasks import get_task
 from liveml.tasks.speech.evaluation import (
     condition_groups,
     evaluate,
@@ -77,26 +78,31 @@ def test_quality_per_condition():
 
 
 @pytest.mark.timeout(60)
-def test_evaluate_end_to_end(tiny_speech_recipe, tiny_speech_data, tmp_path):
-    cfg = check(
-        {
-            "task": {"name": "speech"},
-            "data": OmegaConf.to_container(tiny_speech_recipe()),
-            "model": {"n_mels": 32, "channels": [8, 8], "rnn_hidden": 32, "rnn_layers": 1},
-        }
+def test_evaluate_end_to_end(speech_cfg, tiny_speech_data, tmp_path):
+    cfg = speech_cfg(
+        "data.n_train=24",
+        "data.n_val=8",
+        "data.n_test=8",
+        "model.n_mels=32",
+        "model.channels=[8,8]",
+        "model.rnn_hidden=32",
+        "model.rnn_layers=1",
     )
     module = SpeechModule(cfg)
     plots = tmp_path / "plots"
-    out = evaluate(
+    quality_only = evaluate(cfg, module, tiny_speech_data, plots)
+    assert set(quality_only) == {"wer", "cer", "n_test_clips", "test_audio_s", "cer_by_condition"}
+    speed = task_speed(
+        get_task("speech"),
         cfg,
         module,
         tiny_speech_data,
-        plots,
         batch_sizes=(1, 4),
         latency_time=0.5,
         min_time=0.1,
         max_time=1.0,
     )
+    out = {**quality_only, **speed}  # what the evaluate stage writes (before the scope)
     assert set(out) == {
         "wer",
         "cer",

@@ -1,5 +1,5 @@
-"""Feedback data of the speech task: ground truth by hash, versions, held-out voices, merge,
-quality."""
+"""Feedback data of the speech task through the framework's feedback code: ground truth by
+hash, versions in the manifest layout, held-out voices, merge, the headline score."""
 
 from __future__ import annotations
 
@@ -12,15 +12,28 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
+from liveml.data import feedback
+from liveml.data.feedback import in_holdout, merged_train
 from liveml.tasks import get_task
-from liveml.tasks.speech.feedback import (
-    ground_truth,
-    in_holdout,
-    merge,
-    merged_train,
-    quality,
-    write_version,
-)
+from liveml.tasks.speech.feedback import quality_metrics
+
+TASK = get_task("speech")
+ground_truth = TASK.ground_truth
+
+
+def write_version(*args, **kw) -> dict:
+    return feedback.write_version(TASK, *args, **kw)
+
+
+def merge(data_dir: Path, versions: list[Path]) -> dict:
+    return feedback.merge(TASK, data_dir, versions)
+
+
+def quality(cfg, module, data_dir: Path, split: str = "test") -> dict:
+    """The framework's score, plus the task's word error rate on the same split."""
+    score = feedback.score(TASK, cfg, module, data_dir, split)
+    return {**score, "wer": quality_metrics(cfg, module, data_dir, split)["wer"]}
+
 
 SPLITS = ("train", "val", "test")
 
@@ -75,7 +88,9 @@ def test_ground_truth_finds_every_clip_with_its_row(traffic):
     for split in SPLITS:
         for row in rows(traffic, split):
             rec = truth[sha(traffic / row["file"])]
-            assert {k: v for k, v in rec.items() if k != "source"} == row
+            assert {k: v for k, v in rec.items() if k != "source"} == {
+                k: v for k, v in row.items() if k != "file"
+            }
             assert rec["source"] == {
                 "dir": str(traffic),
                 "split": split,
@@ -178,13 +193,13 @@ def test_merge_appends_train_and_data_stays_valid(traffic, base, tiny_speech_cfg
         {
             "version": "v0001",
             "train": n1,
-            "skipped": {"duplicate": 0, "held_out_voice": 0, "format": 0},
+            "skipped": {"duplicate": 0},
             "provenance": {"window": 3},
         },
         {
             "version": "v0002",
             "train": 0,
-            "skipped": {"duplicate": 16, "held_out_voice": 8, "format": 0},
+            "skipped": {"duplicate": 16, "held_out_voice": 8},
             "provenance": None,
         },
     ]
@@ -246,3 +261,28 @@ def test_quality_on_data_and_feedback_versions(traffic, base, tiny_speech_cfg, t
         assert perfect["value"] == 0.0 and perfect["wer"] == 0.0
     with pytest.raises(FileNotFoundError, match="split"):
         quality(cfg, module, version, "val")
+
+
+def test_layout_round_trip_is_byte_identical(base):
+    """Rewriting every split as read changes no byte: a merge touches only what it appends."""
+    before = tree_hashes(base)
+    for split in SPLITS:
+        examples = TASK.read_split(base, split)
+        assert [e.stem for e in examples] == [f"{split}_{i:05d}" for i in range(len(examples))]
+        TASK.write_split(base, split, examples)
+    assert tree_hashes(base) == before
+
+
+def test_merge_skips_clips_in_another_format(traffic, base, tmp_path):
+    import soundfile as sf
+
+    version = tmp_path / "v0001"
+    counts = write_version(clips(traffic, "train"), ground_truth([traffic]), version, holdout=0.0)
+    for row in rows(version, "train"):  # the same speech, stored as 32-bit float samples
+        samples, rate = sf.read(version / row["file"], dtype="float32")
+        sf.write(version / row["file"], samples, rate, subtype="FLOAT")
+    before = rows(base, "train")
+    result = merge(base, [version])
+    assert result["train"] == 0
+    assert result["versions"][0]["skipped"] == {"duplicate": 0, "format": counts["train"]}
+    assert rows(base, "train") == before

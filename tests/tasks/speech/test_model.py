@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,16 @@ from liveml.tasks.speech.config import CtcConfig
 from liveml.tasks.speech.evaluation import load_split
 from liveml.tasks.speech.model import DeployableRecognizer, build_recognizer, warp_frequencies
 from liveml.tasks.speech.text import ALPHABET, encode
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def default_model():
+    """The model config of conf/model/crnn_ctc.yaml, typed (the schema gives types only)."""
+    return OmegaConf.merge(
+        OmegaConf.structured(CtcConfig), OmegaConf.load(REPO / "conf/model/crnn_ctc.yaml")
+    )
+
 
 TINY_MODEL = {"n_mels": 32, "channels": [8, 8], "rnn_hidden": 32, "rnn_layers": 1}
 
@@ -27,12 +38,12 @@ def one_thread():
 
 
 def tiny_model_cfg(**overrides):
-    return OmegaConf.merge(OmegaConf.structured(CtcConfig), TINY_MODEL, overrides)
+    return OmegaConf.merge(default_model(), TINY_MODEL, overrides)
 
 
 def test_default_config_shapes_and_lengths():
     torch.manual_seed(0)
-    model = build_recognizer(OmegaConf.structured(CtcConfig), 16_000).eval()
+    model = build_recognizer(default_model(), 16_000).eval()
     waves = torch.randn(2, 16_000) * 0.1
     with torch.no_grad():
         log_probs, lengths = model(waves, torch.tensor([16_000, 8_000]))

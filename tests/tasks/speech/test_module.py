@@ -9,11 +9,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from torchmetrics.text import CharErrorRate
 
-from liveml.core.config import check, to_dict
+from liveml.core.config import to_dict
 from liveml.tasks.speech.datamodule import SpeechDataModule
 from liveml.tasks.speech.evaluation import load_split
 from liveml.tasks.speech.module import SpeechModule, decode, target_texts
 from liveml.training.optim import adamw_one_cycle
+
+from taskconfig import check
 
 TINY_MODEL = {"n_mels": 32, "channels": [8, 8], "rnn_hidden": 32, "rnn_layers": 1}
 

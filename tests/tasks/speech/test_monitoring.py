@@ -1,4 +1,5 @@
-"""The speech task's monitoring hooks: recording features, the recognizer's view, drifted draws."""
+"""The speech task's monitoring hooks: recording features, the recognizer's view, drifted draws
+(through the framework's draw loop, as the reference stage and the benches draw)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,26 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from liveml.core.config import check
-from liveml.serving.predictors import SpeechPredictor
+from liveml.core.config import compose
+from liveml.core.project import Project
+from liveml.monitoring.monitor import draw_inputs as framework_draw_inputs
 from liveml.serving.runtime import Runtime
 from liveml.tasks import get_task
 from liveml.tasks.speech import monitoring
+from liveml.tasks.speech.serving import SpeechPredictor
 
 REPO = Path(__file__).resolve().parents[3]
 N = 10  # clips per condition, paired by (stream, index): same text, pads and level
 RATE = 16_000
 
 
-def task_cfg(**data):
-    """The recipe of conf/data/speech.yaml (all its voices), with `data` keys replaced."""
-    recipe = OmegaConf.to_container(OmegaConf.load(REPO / "conf/data/speech.yaml"))
-    return check({"seed": 0, "task": {"name": "speech"}, "data": {**recipe, **data}})
+def task_cfg(*overrides: str):
+    """The run config of conf/ for speech (the recipe of conf/data/speech.yaml, all voices)."""
+    return compose(["task=speech", *overrides], project=Project(REPO))
+
+
+def draw_inputs(cfg, n: int, **kw) -> list[bytes]:
+    return framework_draw_inputs(get_task("speech"), cfg, n, **kw)
 
 
 def features(inputs: list[bytes]) -> dict[str, np.ndarray]:
@@ -41,7 +47,7 @@ def wav(samples: np.ndarray, rate: int = RATE) -> bytes:
 
 @pytest.fixture(scope="module")
 def base() -> list[bytes]:
-    return monitoring.draw_inputs(task_cfg(), N, stream=0)
+    return draw_inputs(task_cfg(), N, stream=0)
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +70,14 @@ def test_features_of_generated_clips_are_finite_and_in_range(base, base_features
 
 
 def test_noisier_clips_have_lower_snr(base_features):
-    noisier = features(
-        monitoring.draw_inputs(task_cfg(), N, stream=0, scenario="noisier", strength=10)
-    )
+    noisier = features(draw_inputs(task_cfg(), N, stream=0, scenario="noisier", strength=10))
     drop = base_features["snr_db"] - noisier["snr_db"]
     assert (drop > 0).all()
     assert drop.mean() == pytest.approx(10, abs=3)  # the recipe's SNR range moved by 10 dB
 
 
 def test_faster_speech_gives_shorter_clips(base_features):
-    faster = features(
-        monitoring.draw_inputs(task_cfg(), N, stream=0, scenario="faster", strength=0.5)
-    )
+    faster = features(draw_inputs(task_cfg(), N, stream=0, scenario="faster", strength=0.5))
     # The same words with the same pads: every clip shorter, the speech part by about 1/1.5.
     assert (faster["duration"] < base_features["duration"]).all()
     assert np.mean(faster["duration"] / base_features["duration"]) < 0.9
@@ -128,8 +130,8 @@ def test_non_wav_audio_is_refused():
 
 def test_draw_inputs_is_deterministic_and_streams_differ(base):
     cfg = task_cfg()
-    assert monitoring.draw_inputs(cfg, 2, stream=0) == base[:2]
-    other = monitoring.draw_inputs(cfg, 2, stream=1)
+    assert draw_inputs(cfg, 2, stream=0) == base[:2]
+    other = draw_inputs(cfg, 2, stream=1)
     assert all(a != b for a, b in zip(base[:2], other, strict=True))
     info = sf.info(io.BytesIO(base[0]))
     assert (info.format, info.subtype, info.samplerate, info.channels) == (
@@ -139,16 +141,16 @@ def test_draw_inputs_is_deterministic_and_streams_differ(base):
         1,
     )
     with pytest.raises(ValueError, match="stream"):
-        monitoring.draw_inputs(cfg, 1, stream=-1)
+        draw_inputs(cfg, 1, stream=-1)
 
 
 def test_draws_speak_with_the_train_voices(base):
     """Fully unseen voices are the draws of a recipe whose train voices are the test voices."""
     test_voices = list(task_cfg().data.voices.test)
-    unseen = monitoring.draw_inputs(task_cfg(), 1, stream=0, scenario="unseen_voices", strength=1)
+    unseen = draw_inputs(task_cfg(), 1, stream=0, scenario="unseen_voices", strength=1)
     swapped = task_cfg()
     swapped.data.voices.train = test_voices
-    assert monitoring.draw_inputs(swapped, 1, stream=0) == unseen
+    assert draw_inputs(swapped, 1, stream=0) == unseen
     assert unseen != base[:1]
 
 
@@ -189,8 +191,11 @@ def test_drifted_recipe_applies_each_scenario():
     ],
 )
 def test_drifted_recipe_rejects_bad_requests(scenario, strength, message):
+    cfg = task_cfg()
     with pytest.raises(ValueError, match=message):
-        monitoring.drifted_recipe(task_cfg().data, scenario, strength)
+        monitoring.drifted_recipe(cfg.data, scenario, strength)
+    with pytest.raises(ValueError, match=message):  # the framework's draws check the same
+        draw_inputs(cfg, 1, stream=0, scenario=scenario, strength=strength)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Evaluate a defects detector on the test split: COCO mAP, PR curves, confusion, speed.
+"""Evaluate a defects detector on the test split: COCO mAP, PR curves, confusion.
 
 Quality comes from torchmetrics' COCO-style MeanAveragePrecision (pycocotools backend), not a
 hand-written AP. Plot data is written in the shapes DVC's plot templates read:
@@ -144,50 +144,10 @@ def write_plots(plots_dir: Path, pr_curves: dict, pairs: list[tuple[str, str]]) 
     atomic_write_csv(plots_dir / "confusion.csv", ("actual", "predicted"), pairs)
 
 
-def measure_speed(
-    model: torch.nn.Module,
-    images: Sequence[Tensor],
-    *,
-    batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
-    latency_iters: int = 30,
-    min_time: float = 1.0,
-    max_time: float = 12.0,
-) -> dict:
-    """Latency p50/p95 at batch 1 and throughput at the best batch size, on real test images.
-
-    Bounded: latency stops after ~5 s of timing, throughput skips batch sizes that would take
-    it past `max_time` seconds (those are missing from `throughput_per_batch_size`)."""
-    from liveml.release.speed import device_name, latency, throughput
-
-    model.eval()
-    device = next(model.parameters()).device
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
-    pool = [img.to(device) for img in images[: max(batch_sizes)]]
-
-    def make_batch(bs: int) -> list[Tensor]:
-        return [pool[i % len(pool)] for i in range(bs)]
-
-    lat = latency(model, make_batch(1), iters=latency_iters, sync=sync)
-    thr = throughput(
-        model, make_batch, batch_sizes, min_time=min_time, max_time=max_time, sync=sync
-    )
-    return {
-        "latency_p50_ms": lat["p50_ms"],
-        "latency_p95_ms": lat["p95_ms"],
-        "throughput_ips": thr["throughput"],
-        "best_batch_size": thr["best_batch_size"],
-        "throughput_per_batch_size": {str(k): v for k, v in thr["per_batch_size"].items()},
-        "device": device_name(device),
-        "num_threads": torch.get_num_threads(),
-    }
-
-
-def evaluate(cfg: Any, module: Any, data_dir: Path, plots_dir: Path, **speed_kw: Any) -> dict:
-    """Quality and speed of `module.model` on the test split; writes DVC plot data to plots_dir.
-
-    `speed_kw` goes to `measure_speed` (tests shorten it). The evaluate stage adds the scope
-    check and writes the metrics file.
-    """
+def evaluate(cfg: Any, module: Any, data_dir: Path, plots_dir: Path) -> dict:
+    """Quality of `module.model` on the test split; writes DVC plot data to plots_dir. The
+    evaluate stage adds the speed of the deployable and the scope check, and writes the
+    metrics file."""
     model = getattr(module, "model", module)
     classes = list(cfg.task.classes)
     images, targets = load_split(Path(data_dir), "test")
@@ -197,7 +157,6 @@ def evaluate(cfg: Any, module: Any, data_dir: Path, plots_dir: Path, **speed_kw:
     write_plots(Path(plots_dir), quality["pr_curves"], pairs)
     return {
         **quality["metrics"],
-        **measure_speed(model, images, **speed_kw),
         "n_test_images": len(images),
         "n_test_boxes": sum(len(t["labels"]) for t in targets),
     }

@@ -1,6 +1,6 @@
 """What the drift monitor needs from the defects task: features of an uploaded photo, the
-detector's own view of a batch of photos, and fresh (optionally drifted) photos from the
-generator.
+detector's own view of a batch of photos, drifted recipes and fresh photos from the generator
+(the framework's `liveml.monitoring.monitor.draw_inputs` owns the loop and the seeds).
 
 Features are cheap image statistics on luma in [0, 1], computed on the photo as uploaded (the
 monitor watches what clients send). The model view runs the server's preprocessing (decode,
@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-SUFFIXES: tuple[str, ...] = ("png", "jpg")
+from liveml.tasks.defects import SCENARIOS
+
 FEATURES: tuple[str, ...] = (
     "brightness",
     "contrast",
@@ -26,11 +27,6 @@ FEATURES: tuple[str, ...] = (
     "defect_area",
     "defect_extent",
 )
-SCENARIOS: dict[str, str] = {
-    "darker": "data.brightness * (1 - strength): 0.3 = photos 30% darker (strength < 1)",
-    "longer_scratches": "data.scratch_length * (1 + strength): 0.5 = scratches 50% longer",
-    "blur": "data.blur + 3 * strength: the maximum Gaussian blur sigma grows by 3*strength px",
-}
 NO_DETECTION = "none"  # predicted_class of a photo without any detection
 
 # The server refuses bigger uploads by its own limit; here any photo it took must decode.
@@ -47,8 +43,6 @@ DEFECT_DELTA = 0.08
 # 6, so residual / 6 has the noise's own sigma.
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 _NOISE_GAIN = 6.0
-# Draws of the monitor never reuse the generator's train/val/test split indices (0, 1, 2).
-STREAM_BASE = 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +183,7 @@ def model_view(module: Any, inputs: list[bytes], *, batch_size: int = 32) -> dic
 
 def server_tensor(data: bytes, size: int) -> np.ndarray:
     """float32 [3, size, size] in 0..1: the server's preparation of one upload
-    (`DefectsPredictor.decode`), so the monitor sees what the served model sees."""
+    (`serving.DefectsPredictor.decode`), so the monitor sees what the served model sees."""
     from PIL import Image
 
     rgb = decode_rgb(data)
@@ -230,31 +224,23 @@ def _check_strength(scenario: str | None, strength: float) -> float:
     return strength
 
 
-def draw_inputs(
-    cfg: Any, n: int, *, stream: int, scenario: str | None = None, strength: float = 0.0
-) -> list[bytes]:
-    """`n` fresh photos of `cfg`'s recipe (drifted by scenario/strength) as PNG bytes, as the
-    generator writes them and a client uploads them.
+def draw_input(recipe: Any, classes: list[str], rng: np.random.Generator, index: int) -> bytes:
+    """Photo `index` of a fresh draw from `recipe` (a data config or a drifted recipe) as PNG
+    bytes, as the generator writes them and a client uploads them.
 
-    Photo i of stream s draws from the generator's RNG at split index 100 + s: deterministic in
-    (data.seed, stream, i) and never one of the dataset's own photos. Photo i shows the same
-    scene under every scenario and strength (only the drifted condition changes, unless a
-    longer scratch falls off the screen and shifts the later draws), so comparisons between
-    strengths are paired.
+    The framework seeds `rng` per photo from (data.seed, stream, index) with the generator's
+    own scheme (`synth.image_rng`, the task's `sample_rng`), so photo i shows the same scene
+    under every scenario and strength (only the drifted condition changes, unless a longer
+    scratch falls off the screen and shifts the later draws): comparisons are paired.
     """
     from PIL import Image
 
-    from liveml.tasks.defects.synth import PNG_COMPRESS_LEVEL, image_rng, render_photo
+    from liveml.tasks.defects.config import DefectsDataConfig
+    from liveml.tasks.defects.synth import PNG_COMPRESS_LEVEL, as_recipe, render_photo
 
-    if stream < 0:
-        raise ValueError(f"stream={stream}; fix: pass a stream number >= 0")
-    recipe = drifted_recipe(cfg.data, scenario, strength)
-    classes = list(cfg.task.classes)
-    out = []
-    for index in range(n):
-        rng = image_rng(recipe.seed, STREAM_BASE + stream, index)
-        photo, _, _ = render_photo(recipe, classes, rng, index)
-        buffer = io.BytesIO()
-        Image.fromarray(photo, "RGB").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        out.append(buffer.getvalue())
-    return out
+    if not isinstance(recipe, DefectsDataConfig):
+        recipe = as_recipe(recipe)
+    photo, _, _ = render_photo(recipe, list(classes), rng, index)
+    buffer = io.BytesIO()
+    Image.fromarray(photo, "RGB").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()

@@ -1,19 +1,41 @@
-"""Speech recognition of spoken commands: eSpeak NG voices, a CTC acoustic model, WER/CER."""
+"""Speech recognition of spoken commands: eSpeak NG voices, a CTC acoustic model, WER/CER.
+
+The task's whole contract with the framework is `SpeechTask` (see liveml/tasks/base.py); each
+method imports its module lazily, so loading the task costs nothing until a feature needs it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from liveml.tasks.base import Task
+from liveml.tasks.base import Example, Headline, Task
 from liveml.tasks.speech.config import CtcConfig, SpeechDataConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Drift scenarios: recipe changes the monitor must notice (monitoring.drifted_recipe).
+SCENARIOS: dict[str, str] = {
+    "noisier": "data.conditions.snr_db range lowered by strength dB: 10 = 10 dB more noise",
+    "unseen_voices": (
+        "strength in [0, 1] = share of clips spoken by the held-out test voices "
+        "(data.voices.test) instead of the training voices"
+    ),
+    "faster": "data.conditions.rate * (1 + strength): 0.3 = speech 30% faster",
+}
 
 
 class SpeechTask(Task):
     name = "speech"
     model_schema = CtcConfig
     data_schema = SpeechDataConfig
+    headline = Headline("cer", higher_is_better=False)
+    suffixes = ("wav",)
+    media_types = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
+    scenarios = SCENARIOS
 
+    # --- data ---------------------------------------------------------------------------
     def generate(self, cfg: Any, out_dir: Path) -> dict:
         from liveml.tasks.speech.synth import generate
 
@@ -24,6 +46,17 @@ class SpeechTask(Task):
 
         return validate(cfg.data, data_dir)
 
+    def read_split(self, data_dir: Path, split: str) -> list[Example]:
+        from liveml.tasks.speech.feedback import read_split
+
+        return read_split(data_dir, split)
+
+    def write_split(self, data_dir: Path, split: str, examples: list[Example]) -> None:
+        from liveml.tasks.speech.feedback import write_split
+
+        write_split(data_dir, split, examples)
+
+    # --- training -----------------------------------------------------------------------
     def datamodule(self, cfg: Any, data_dir: Path):
         from liveml.tasks.speech.datamodule import SpeechDataModule
 
@@ -34,6 +67,7 @@ class SpeechTask(Task):
 
         return SpeechModule(cfg)
 
+    # --- release ------------------------------------------------------------------------
     def evaluate(self, cfg: Any, module: Any, data_dir: Path, plots_dir: Path) -> dict:
         from liveml.tasks.speech.evaluation import evaluate
 
@@ -53,6 +87,22 @@ class SpeechTask(Task):
 
         return DeployableRecognizer.signature(example)
 
+    def export_options(self, example: Any) -> dict:
+        from liveml.tasks.speech.model import DeployableRecognizer
+
+        # Batch and time are free: clips of any length, any number at once.
+        return {"dynamic_axes": dict(DeployableRecognizer.dynamic_axes)}
+
+    def speed_metrics(self, cfg: Any, speed: Any) -> dict:
+        from liveml.tasks.speech.evaluation import speed_metrics
+
+        return speed_metrics(speed, int(cfg.data.sample_rate))
+
+    def plots(self, plots_dir: str) -> list[dict]:
+        # CER per SNR bucket (evaluate writes cer_by_snr.csv with columns snr, cer, clips).
+        by_snr = {f"{plots_dir}/cer_by_snr.csv": "snr"}
+        return [{"speech_cer_by_snr": {"template": "bar_horizontal", "x": "cer", "y": by_snr}}]
+
     def intended_use(self, cfg: Any) -> str:
         return (
             "speech: transcribe short spoken commands and digit strings (the vocabulary of "
@@ -60,14 +110,50 @@ class SpeechTask(Task):
             "misheard command can be confirmed or undone."
         )
 
-    # Placeholders until the contract refactor lands (helper work in progress).
-    def read_split(self, data_dir, split):
-        raise NotImplementedError
-
-    def write_split(self, data_dir, split, examples):
-        raise NotImplementedError
-
+    # --- serving ------------------------------------------------------------------------
     def predictor(self, runtime, limits):
-        from liveml.serving.predictors import PREDICTORS
+        from liveml.tasks.speech.serving import SpeechPredictor
 
-        return PREDICTORS[self.name](runtime, limits)
+        return SpeechPredictor(runtime, limits)
+
+    # --- monitoring ---------------------------------------------------------------------
+    def input_features(self, data: bytes) -> dict[str, float | str]:
+        from liveml.tasks.speech.monitoring import input_features
+
+        return input_features(data)
+
+    def model_view(self, module: Any, inputs: list[bytes]) -> dict:
+        from liveml.tasks.speech.monitoring import model_view
+
+        return model_view(module, inputs)
+
+    def draw_input(self, rng: np.random.Generator, recipe: Any, *, cfg: Any, index: int) -> bytes:
+        from liveml.tasks.speech.monitoring import draw_input
+
+        return draw_input(recipe, rng)
+
+    def drifted_recipe(self, recipe: Any, scenario: str, strength: float) -> Any:
+        from liveml.tasks.speech.monitoring import drifted_recipe
+
+        return drifted_recipe(recipe, scenario, strength)
+
+    # --- feedback -----------------------------------------------------------------------
+    def ground_truth(self, source_dirs: list[Path]) -> dict[str, dict]:
+        from liveml.tasks.speech.feedback import ground_truth
+
+        return ground_truth(source_dirs)
+
+    def quality(self, cfg: Any, module: Any, data_dir: Path, split: str = "test") -> float | None:
+        from liveml.tasks.speech.feedback import quality
+
+        return quality(cfg, module, data_dir, split)
+
+    def must_hold_out(self, label: dict) -> str | None:
+        from liveml.tasks.speech.feedback import must_hold_out
+
+        return must_hold_out(label)
+
+    def feedback_rejects(self, data_dir: Path, examples: list[Example]) -> list[str | None]:
+        from liveml.tasks.speech.feedback import feedback_rejects
+
+        return feedback_rejects(data_dir, examples)

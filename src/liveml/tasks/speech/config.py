@@ -1,8 +1,11 @@
-"""Typed schemas of the speech task's `model` and `data` config groups."""
+"""Typed schemas of the speech task's `model` and `data` config groups: types only, every value
+lives in conf/model/ and conf/data/ (MISSING here, so `check` names a key the YAML lacks)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from omegaconf import MISSING
 
 
 @dataclass
@@ -10,10 +13,10 @@ class VoicesConfig:
     """eSpeak NG voices: an accent (language voice) plus a '+variant' (timbre). Splits use
     disjoint variants, so validation and test speakers never occur in training."""
 
-    accents: list[str] = field(default_factory=lambda: ["en-us", "en"])
-    train: list[str] = field(default_factory=lambda: ["m1", "f1"])
-    val: list[str] = field(default_factory=lambda: ["m2"])
-    test: list[str] = field(default_factory=lambda: ["m3"])
+    accents: list[str] = MISSING
+    train: list[str] = MISSING
+    val: list[str] = MISSING
+    test: list[str] = MISSING
 
 
 @dataclass
@@ -21,53 +24,53 @@ class ConditionsConfig:
     """Speaking and recording conditions: what drifts in production (faster speech, noisier
     rooms, other microphones). Ranges are [low, high], sampled uniformly per utterance."""
 
-    rate: list[float] = field(default_factory=lambda: [140.0, 200.0])  # words per minute
-    pitch: list[float] = field(default_factory=lambda: [30.0, 70.0])  # eSpeak pitch 0-100
-    snr_db: list[float] = field(default_factory=lambda: [15.0, 40.0])  # background noise
-    reverb: float = 0.3  # probability of room reverberation
-    rt60: list[float] = field(default_factory=lambda: [0.15, 0.5])  # reverb time, seconds
-    gain_db: list[float] = field(default_factory=lambda: [-12.0, -1.0])  # level of the speech
-    pad: list[float] = field(default_factory=lambda: [0.05, 0.3])  # silence before/after, s
+    rate: list[float] = MISSING  # words per minute
+    pitch: list[float] = MISSING  # eSpeak pitch 0-100
+    snr_db: list[float] = MISSING  # background noise
+    reverb: float = MISSING  # probability of room reverberation
+    rt60: list[float] = MISSING  # reverb time, seconds
+    gain_db: list[float] = MISSING  # level of the speech
+    pad: list[float] = MISSING  # silence before/after, s
 
 
 @dataclass
 class SpeechDataConfig:
-    seed: int = 0
-    sample_rate: int = 16_000
-    n_train: int = 2400
-    n_val: int = 200
-    n_test: int = 300
-    max_digits: int = 4  # digit strings have 1..max_digits digits
-    command_share: float = 0.4  # share of utterances that are commands, not digit strings
-    commands: list[str] = field(default_factory=lambda: ["stop", "go", "turn left"])
-    voices: VoicesConfig = field(default_factory=VoicesConfig)
-    conditions: ConditionsConfig = field(default_factory=ConditionsConfig)
+    seed: int = MISSING
+    sample_rate: int = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    max_digits: int = MISSING  # digit strings have 1..max_digits digits
+    command_share: float = MISSING  # share of utterances that are commands, not digit strings
+    commands: list[str] = MISSING
+    voices: VoicesConfig = MISSING
+    conditions: ConditionsConfig = MISSING
 
 
 @dataclass
 class CtcConfig:
     """A compact CNN + BiGRU acoustic model over log-mel features, trained with CTC."""
 
-    name: str = "crnn_ctc"
-    n_mels: int = 64
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    channels: list[int] = field(default_factory=lambda: [32, 32])  # conv stages, stride 2 in freq
-    time_strides: list[int] = field(default_factory=lambda: [2, 1])  # per conv stage
-    rnn_hidden: int = 128
-    rnn_layers: int = 2
-    dropout: float = 0.1
+    name: str = MISSING
+    n_mels: int = MISSING
+    win_ms: float = MISSING
+    hop_ms: float = MISSING
+    channels: list[int] = MISSING  # conv stages, stride 2 in freq
+    time_strides: list[int] = MISSING  # per conv stage
+    rnn_hidden: int = MISSING
+    rnn_layers: int = MISSING
+    dropout: float = MISSING
     # Augmentation, in training only: waveform speed/level/echo (datamodule, per clip), then
     # VTLP and SpecAugment masks (torchaudio.transforms) on the features (module, per step).
-    freq_masks: int = 2
-    freq_mask_width: int = 10
-    time_masks: int = 2
-    time_mask_width: int = 12
-    speed_perturb: list[float] = field(default_factory=lambda: [0.85, 1.15])  # [low, high]
-    gain_db: float = 6.0  # random level change in training, +-gain_db
-    echo_prob: float = 0.5  # share of training clips given a 20-80 ms flutter echo
-    vtlp: list[float] = field(default_factory=lambda: [0.9, 1.3])  # frequency warp [low, high]
-    lr: float = 0.003
-    weight_decay: float = 0.0001
-    warmup_frac: float = 0.1
-    batch_size: int = 32
+    freq_masks: int = MISSING
+    freq_mask_width: int = MISSING
+    time_masks: int = MISSING
+    time_mask_width: int = MISSING
+    speed_perturb: list[float] = MISSING  # [low, high]
+    gain_db: float = MISSING  # random level change in training, +-gain_db
+    echo_prob: float = MISSING  # share of training clips given a 20-80 ms flutter echo
+    vtlp: list[float] = MISSING  # frequency warp [low, high]
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    warmup_frac: float = MISSING
+    batch_size: int = MISSING

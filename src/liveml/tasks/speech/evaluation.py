@@ -1,4 +1,4 @@
-"""Evaluate a speech recognizer on the test split: WER/CER, CER by condition, speed.
+"""Evaluate a speech recognizer on the test split: WER/CER, CER by condition.
 
 Quality comes from torchmetrics' CharErrorRate and WordErrorRate, not hand-written edit
 distances. Plot data is written as CSV for DVC: `cer_by_snr.csv`, `cer_by_voice.csv`,
@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,78 +109,32 @@ def write_plots(plots_dir: Path, q: dict, errors: list[tuple]) -> None:
     atomic_write_csv(plots_dir / "errors.csv", header, errors)
 
 
-def measure_speed(
-    model: Callable[[Tensor], Any],
-    waves: Sequence[Tensor],
-    sample_rate: int,
-    *,
-    batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
-    latency_time: float = 5.0,
-    min_time: float = 1.0,
-    max_time: float = 12.0,
-) -> dict:
-    """Latency p50/p95 and real-time factor per utterance at batch 1, over the real test clips
-    in turn, and throughput (utterances/s) at the best batch size of zero-padded real clips.
-
-    Latency depends on the clip's length, so unlike `liveml.release.speed.latency` (one fixed input)
-    every clip is timed once, in order, until `latency_time` seconds are spent (at least 5).
-    """
-    import numpy as np
-
-    from liveml.release.speed import throughput
-
-    ms, rtf = [], []
-    with torch.inference_mode():
-        for w in waves[:3]:  # warm-up: first calls allocate
-            model(w[None])
-        start = time.perf_counter()
-        for w in waves:
-            t0 = time.perf_counter()
-            model(w[None])
-            dt = time.perf_counter() - t0
-            ms.append(dt * 1000.0)
-            rtf.append(dt / (len(w) / sample_rate))
-            if len(ms) >= 5 and time.perf_counter() - start > latency_time:
-                break
-
-    def make_batch(bs: int) -> Tensor:
-        clips = [waves[i % len(waves)] for i in range(bs)]
-        return torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
-
-    thr = throughput(model, make_batch, batch_sizes, min_time=min_time, max_time=max_time)
-    return {
-        "latency_p50_ms": float(np.percentile(ms, 50)),
-        "latency_p95_ms": float(np.percentile(ms, 95)),
-        "rtf": float(statistics.median(rtf)),
-        "throughput_ups": thr["throughput"],
-        "best_batch_size": thr["best_batch_size"],
-        "speed_clips": len(ms),
-    }
-
-
-def evaluate(cfg: Any, module: Any, data_dir: Path, plots_dir: Path, **speed_kw: Any) -> dict:
-    """Quality and speed of the trained recognizer on the test split; writes DVC plot data to
-    plots_dir. Speed is timed on `module.deployable()`, the network that gets exported.
-
-    `speed_kw` goes to `measure_speed` (tests shorten it). The evaluate stage adds the scope
-    check and writes the metrics file.
-    """
-    from liveml.release.speed import device_name
-
+def evaluate(cfg: Any, module: Any, data_dir: Path, plots_dir: Path) -> dict:
+    """Quality of the trained recognizer on the test split; writes DVC plot data to plots_dir.
+    The evaluate stage adds the speed of the deployable (`speed_metrics`) and the scope check,
+    and writes the metrics file."""
     waves, rows = load_split(Path(data_dir), "test")
     hyps = module.transcribe(waves, batch_size=int(cfg.model.batch_size))
     q = quality(hyps, rows)
     write_plots(Path(plots_dir), q, worst_errors(hyps, rows))
-    deployable = module.deployable()
-    speed = measure_speed(deployable, waves, int(cfg.data.sample_rate), **speed_kw)
-    speed.pop("speed_clips")
     return {
         "wer": q["wer"],
         "cer": q["cer"],
-        **speed,
-        "device": device_name(next(deployable.parameters()).device),
-        "num_threads": torch.get_num_threads(),
         "n_test_clips": len(waves),
         "test_audio_s": round(sum(len(w) for w in waves) / int(cfg.data.sample_rate), 2),
         "cer_by_condition": q["cer_by_condition"],
+    }
+
+
+def speed_metrics(speed: Any, sample_rate: int) -> dict:
+    """The recognizer's speed figures: latency p50/p95 per utterance at batch 1 (the real test
+    clips in turn), the real-time factor (median of call time / clip duration) and throughput
+    in utterances/s at the best batch size of zero-padded clips."""
+    rtf = [seconds / (speed.inputs[i].shape[-1] / sample_rate) for i, seconds in speed.calls]
+    metrics = speed.metrics("throughput_ups", per_batch_size=False)
+    return {
+        "latency_p50_ms": metrics["latency_p50_ms"],
+        "latency_p95_ms": metrics["latency_p95_ms"],
+        "rtf": float(statistics.median(rtf)),
+        **{k: v for k, v in metrics.items() if not k.startswith("latency_")},
     }

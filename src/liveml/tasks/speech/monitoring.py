@@ -1,6 +1,6 @@
 """What the drift monitor needs from the speech task: features of an uploaded recording, the
-recognizer's own view of a batch of recordings, and fresh (optionally drifted) recordings from
-the generator.
+recognizer's own view of a batch of recordings, drifted recipes and fresh recordings from the
+generator (the framework's `liveml.monitoring.monitor.draw_inputs` owns the loop and seeds).
 
 Features are level, noise, spectrum and pause statistics of the WAV as uploaded (the monitor
 watches what clients send). The model view runs the server's preparation (decode and resample
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from liveml.tasks.speech import SCENARIOS
 from liveml.tasks.speech.checks import FRAME, NOISE_QUANTILE, estimate_snr, frame_powers
 
-SUFFIXES: tuple[str, ...] = ("wav",)
 FEATURES: tuple[str, ...] = (
     "duration",
     "rms_db",
@@ -27,14 +27,6 @@ FEATURES: tuple[str, ...] = (
     "silence_ratio",
     "zero_crossing",
 )
-SCENARIOS: dict[str, str] = {
-    "noisier": "data.conditions.snr_db range lowered by strength dB: 10 = 10 dB more noise",
-    "unseen_voices": (
-        "strength in [0, 1] = share of clips spoken by the held-out test voices "
-        "(data.voices.test) instead of the training voices"
-    ),
-    "faster": "data.conditions.rate * (1 + strength): 0.3 = speech 30% faster",
-}
 CLASSES = ("command", "digits", "empty", "other")  # predicted_class values of model_view
 
 # A frame is silence when speech adds less than the noise itself: power below 4x (6 dB over)
@@ -46,8 +38,6 @@ CLASSES = ("command", "digits", "empty", "other")  # predicted_class values of m
 # (16 paired clips, speech 50% faster: +0.86 baseline SDs here, +0.27 for -60 dBFS or -40 dB
 # under the peak frame).
 SILENCE_OVER_FLOOR_DB = 6.0
-# Draws of the monitor never reuse the generator's train/val/test split indices (0, 1, 2).
-STREAM_BASE = 100
 # unseen_voices mixes voices by repeating list entries: the realized share of test voices is
 # within this of the strength (the shortest list that gets there).
 SHARE_TOLERANCE = 0.01
@@ -197,7 +187,7 @@ def model_view(module: Any, inputs: list[bytes], *, batch_size: int = 32) -> dic
 
 def server_wave(data: bytes, sample_rate: int, win_ms: float) -> np.ndarray:
     """float32 samples at `sample_rate`, at least one analysis window long (zero-padded): the
-    server's preparation of one upload (`SpeechPredictor.decode`)."""
+    server's preparation of one upload (`serving.SpeechPredictor.decode`)."""
     wave, _ = decode_wave(data, sample_rate)
     min_samples = round(sample_rate * win_ms / 1000)
     if len(wave) < min_samples:
@@ -214,12 +204,13 @@ def drifted_recipe(data_cfg: Any, scenario: str | None, strength: float):
     `scenario` applied at `strength` (0 = unchanged).
 
     unseen_voices puts the held-out test voices into `voices.train` (the voices that
-    draw_inputs speaks with), each variant repeated so that a uniform pick lands on a test
+    the drift draws speak with), each variant repeated so that a uniform pick lands on a test
     voice with probability `strength` (within SHARE_TOLERANCE). The generator's own
     `generate` refuses such a recipe (train and test voices overlap): draw clips with
-    draw_inputs instead. Test voices rather than new accents: every English eSpeak accent is
-    already in data.voices.accents, and the test voices are the recipe's own definition of an
-    unseen speaker, the one the model's test score was measured on.
+    `liveml.monitoring.monitor.draw_inputs` instead. Test voices rather than new accents: every
+    English eSpeak accent is already in data.voices.accents, and the test voices are the
+    recipe's own definition of an unseen speaker, the one the model's test score was measured
+    on.
     """
     from omegaconf import OmegaConf
 
@@ -273,36 +264,27 @@ def _check_strength(scenario: str | None, strength: float) -> float:
     return strength
 
 
-def draw_inputs(
-    cfg: Any, n: int, *, stream: int, scenario: str | None = None, strength: float = 0.0
-) -> list[bytes]:
-    """`n` fresh recordings of `cfg`'s recipe (drifted by scenario/strength) as 16-bit PCM WAV
+def draw_input(recipe: Any, rng: np.random.Generator) -> bytes:
+    """One fresh recording of `recipe` (a data config or a drifted recipe) as 16-bit PCM WAV
     bytes at data.sample_rate, as the generator writes them and a client uploads them.
 
-    Clip i of stream s draws from the generator's RNG at split index 100 + s: deterministic in
-    (data.seed, stream, i) and never one of the dataset's own clips. Speakers are the TRAIN
-    voices (data.voices.train), the ones the model was trained for. Text, accent, pads and the
-    other conditions come from the same draws under every scenario, so clip i differs between
-    strengths mostly in the drifted condition.
+    The framework seeds `rng` per clip from (data.seed, stream, index), as `synth.generate`
+    seeds a clip. Speakers are the TRAIN voices (data.voices.train), the ones the model was
+    trained for. Text, accent, pads and the other conditions come from the same draws under
+    every scenario, so clip i differs between strengths mostly in the drifted condition.
     """
     import soundfile as sf
+    from omegaconf import DictConfig, OmegaConf
 
-    from liveml.data.sampling import mix_seed
+    from liveml.tasks.speech.config import SpeechDataConfig
     from liveml.tasks.speech.synth import render, utterance_text
 
-    if stream < 0:
-        raise ValueError(f"stream={stream}; fix: pass a stream number >= 0")
-    recipe = drifted_recipe(cfg.data, scenario, strength)
-    rate = int(recipe.sample_rate)
-    accents, variants = list(recipe.voices.accents), list(recipe.voices.train)
-    out = []
-    for i in range(n):
-        # As synth.generate draws a clip: text, accent, variant, then the recording.
-        rng = np.random.default_rng(mix_seed(int(recipe.seed), STREAM_BASE + stream, i))
-        text = utterance_text(rng, recipe)
-        voice = f"{rng.choice(accents)}+{rng.choice(variants)}"
-        samples, _ = render(rng, text, voice, recipe)
-        buffer = io.BytesIO()
-        sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
-        out.append(buffer.getvalue())
-    return out
+    if not isinstance(recipe, DictConfig):
+        recipe = OmegaConf.merge(OmegaConf.structured(SpeechDataConfig), recipe)
+    # As synth.generate draws a clip: text, accent, variant, then the recording.
+    text = utterance_text(rng, recipe)
+    voice = f"{rng.choice(list(recipe.voices.accents))}+{rng.choice(list(recipe.voices.train))}"
+    samples, _ = render(rng, text, voice, recipe)
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, int(recipe.sample_rate), format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
