@@ -215,7 +215,7 @@ _AUDIO_FIX = (
 # 335-million-tap filter for a 2 KB file.
 MIN_SAMPLE_RATE = 4_000
 MAX_SAMPLE_RATE = 192_000
-# More channels than any recording setup sends to a speech model; also bounds a read block.
+# More channels than any recording setup sends to an audio model; also bounds a read block.
 MAX_CHANNELS = 16
 # Frames read (and averaged to mono) at a time: memory stays at the mono output plus one block,
 # whatever the channel count.

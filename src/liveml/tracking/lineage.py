@@ -274,7 +274,7 @@ def weights_sha256(state_dict: Mapping[str, Any]) -> str:
 def pipeline_outputs(cfg, project: Project | None = None) -> list[str]:
     """Files and folders under the project that the pipeline writes (not code): those of `cfg`
     and, with `project`, those of every task in its params.yaml, since one task's outputs
-    (e.g. metrics/defects.json) change while `dvc repro` goes on to train another task."""
+    (e.g. metrics/<task>.json) change while `dvc repro` goes on to train another task."""
     configs = [cfg]
     if project is not None and project.params_file.is_file():
         import yaml

@@ -65,8 +65,7 @@ class MetricsCSVLogger(Logger):
         if resume and self.path.is_file():
             with open(self.path, newline="") as f:
                 self.rows = [
-                    {k: _number(v) for k, v in row.items() if v != ""}
-                    for row in csv.DictReader(f)
+                    {k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)
                 ]
 
     @property
@@ -86,9 +85,7 @@ class MetricsCSVLogger(Logger):
         """Hyperparameters live in the run record and config.yaml, not in the metric log."""
 
     @rank_zero_only
-    def log_metrics(
-        self, metrics: Mapping[str, float], step: int | None = None
-    ) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.rows.append({"step": step, **{k: _number(v) for k, v in metrics.items()}})
         self.dirty = True
 
@@ -106,9 +103,7 @@ class MetricsCSVLogger(Logger):
         self.dirty = False
         keys = sorted({k for r in self.rows for k in r} - {"step", "epoch"})
         buf = io.StringIO()
-        w = csv.DictWriter(
-            buf, fieldnames=["step", "epoch", *keys], lineterminator="\n"
-        )
+        w = csv.DictWriter(buf, fieldnames=["step", "epoch", *keys], lineterminator="\n")
         w.writeheader()
         w.writerows(self.rows)
         atomic_write_text(self.path, buf.getvalue())
@@ -203,12 +198,8 @@ class BackgroundWandb(Logger):
                 "new_id": new_id,
             }
         )
-        self._writer = threading.Thread(
-            target=self._write, name="liveml-wandb-out", daemon=True
-        )
-        self._reader = threading.Thread(
-            target=self._read, name="liveml-wandb-in", daemon=True
-        )
+        self._writer = threading.Thread(target=self._write, name="liveml-wandb-out", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="liveml-wandb-in", daemon=True)
         self._writer.start()
         self._reader.start()
 
@@ -234,15 +225,11 @@ class BackgroundWandb(Logger):
             _sanitize_callable_params,
         )
 
-        params = _convert_json_serializable(
-            _sanitize_callable_params(_convert_params(params))
-        )
+        params = _convert_json_serializable(_sanitize_callable_params(_convert_params(params)))
         self._send({"op": "hparams", "params": params})
 
     @rank_zero_only
-    def log_metrics(
-        self, metrics: Mapping[str, float], step: int | None = None
-    ) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._send(
             {
                 "op": "metrics",

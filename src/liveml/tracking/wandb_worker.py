@@ -69,9 +69,7 @@ def main() -> None:
     first = json.loads(next(lines))
     began = time.perf_counter()
     try:
-        run = start(
-            first["init"], first["id_file"], first.get("resumed_id"), first["new_id"]
-        )
+        run = start(first["init"], first["id_file"], first.get("resumed_id"), first["new_id"])
     except BaseException as e:  # reported to the training, which raises it
         reply({"error": f"W&B could not start: {type(e).__name__}: {e}"})
         return
@@ -93,11 +91,7 @@ def main() -> None:
                 run.config.update(message["params"], allow_val_change=True)
             elif op == "metrics":
                 metrics, step = message["metrics"], message["step"]
-                run.log(
-                    metrics
-                    if step is None
-                    else {**metrics, "trainer/global_step": step}
-                )
+                run.log(metrics if step is None else {**metrics, "trainer/global_step": step})
             elif op == "summary":
                 run.summary.update(message["values"])
             elif op == "finish":
