@@ -104,13 +104,3 @@ def server_with(base_config, tmp_path):
         return serving(replace(base_config, **changes), ready=ready)
 
     return start
-
-
-# H8-DEV-ONLY (remove): reuse a prebuilt tiny pipeline
-import os as _os  # noqa: E402
-
-if _os.environ.get("H8_TINY"):
-
-    @pytest.fixture(scope="session")
-    def tiny_pipeline() -> Path:
-        return Path(_os.environ["H8_TINY"])

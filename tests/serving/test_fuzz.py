@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import resource
 import struct
 import time
@@ -17,6 +18,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.signal  # noqa: F401  the decoder imports it on first use: not inside a timed call
 import soundfile as sf
 from PIL import Image
 
@@ -26,7 +28,9 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-FAST, LONG = 200, 20_000  # examples per decoder
+# Examples per decoder: the default suite's run, and the slow run's (LIVEML_FUZZ_EXAMPLES=N
+# for a longer one).
+FAST, LONG = 200, int(os.environ.get("LIVEML_FUZZ_EXAMPLES", "20000"))
 MAX_PIXELS = 1024 * 1024
 RATE, MAX_SECONDS = 16000, 5.0
 # Per call; every input here is a few KB, so a legitimate decode takes milliseconds.

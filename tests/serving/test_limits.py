@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -46,61 +51,125 @@ def flat_png(width: int = 4096, height: int = 4096) -> bytes:
 # --- finding 2: decoding off the event loop --------------------------------------------------
 
 
-def test_a_heavy_multipart_never_stalls_the_probes(server_with):
+def test_a_heavy_multipart_never_stalls_the_probes(exports, tmp_path):
     # The issue's upload, within every limit: 16 files (max_items), ~940 KB, 4096 x 4096 each
     # (max_pixels). It took 7.95 s and stalled /healthz for 6.7 s when decoding ran on the loop.
+    # A real `liveml serve` process: the client's threads must not share the server's GIL.
     png = flat_png()
     files = [("file", (f"p{i}.png", png, "image/png")) for i in range(16)]
     assert sum(len(f[1][1]) for f in files) < 1_000_000
-    with server_with(capture_sample=0, queue_size=16) as (url, srv):
-        latencies: list[float] = []
-        statuses: set[int] = set()
-        stop = threading.Event()
+    task, export = next((t, d) for t, d in exports.items() if (d / "model.onnx").exists())
+    args = ["--model", f"{task}={export}", "--runtime", "onnx", "--capture-sample", "0"]
+    with liveml_serve([*args, "--queue-size", "16"], tmp_path) as url:
+        # On a shared 2-core machine another process can take the CPU from the server for
+        # 100 ms now and then, whatever the server does: one more try before failing. (A loop
+        # that decodes stalls for seconds, every time.)
+        for attempt in range(2):
+            run = upload_while_probing(url, task, files, png)
+            if max(run["latencies"]) < 0.1 or attempt == 1:
+                break
+    assert run["status"] == 200, run["text"]
+    assert run["results"] == 16
+    assert run["statuses"] == {200}
+    slowest = max(run["latencies"])
+    assert slowest < 0.1, f"/healthz took {slowest * 1000:.0f} ms during {run['took']:.1f} s"
+    assert len(run["latencies"]) >= 10, run
+    # While the 16 inputs waited for a decode thread, one more was over queue_size: refused
+    # at once, not after the decoding.
+    refused = run["refused"]
+    assert refused["status"] == 503 and refused["code"] == "overloaded", refused
+    assert refused["seconds"] < 0.5, refused
 
-        def poll() -> None:
-            with requests.Session() as s:
-                s.get(f"{url}/healthz", timeout=10)  # a warm connection, as a probe keeps
-                while not stop.is_set():
-                    start = time.perf_counter()
-                    r = s.get(f"{url}/healthz", timeout=10)
-                    latencies.append(time.perf_counter() - start)
-                    statuses.add(r.status_code)
-                    time.sleep(0.01)
 
-        poller = threading.Thread(target=poll)
-        poller.start()
-        overloaded = {}
+def upload_while_probing(url: str, task: str, files: list, png: bytes) -> dict:
+    """POST the multipart `files` while /healthz is polled and, once decoding has started, one
+    more input is sent; what each saw."""
+    latencies: list[float] = []
+    statuses: set[int] = set()
+    refused: dict = {}
+    stop = threading.Event()
 
-        def refuse_while_decoding() -> None:
-            # While the 16 inputs wait for decode threads, one more input is over queue_size:
-            # it is refused at once, not after the decoding.
-            deadline = time.monotonic() + 30
-            while srv.decoding == 0 and time.monotonic() < deadline:
-                time.sleep(0.005)
-            start = time.perf_counter()
-            r = requests.post(
-                f"{url}/v1/defects", data=png, headers={"Content-Type": "image/png"}, timeout=30
-            )
-            overloaded.update(status=r.status_code, seconds=time.perf_counter() - start, r=r)
+    def poll() -> None:
+        with requests.Session() as s:
+            s.get(f"{url}/healthz", timeout=10)  # a warm connection, as a probe keeps
+            while not stop.is_set():
+                start = time.perf_counter()
+                r = s.get(f"{url}/healthz", timeout=10)
+                latencies.append(time.perf_counter() - start)
+                statuses.add(r.status_code)
+                time.sleep(0.01)
 
-        refuser = threading.Thread(target=refuse_while_decoding)
-        refuser.start()
-        try:
-            start = time.perf_counter()
-            r = requests.post(f"{url}/v1/defects", files=files, timeout=120)
-            took = time.perf_counter() - start
-        finally:
-            stop.set()
-            poller.join(30)
-            refuser.join(30)
-    assert r.status_code == 200, r.text
-    assert len(r.json()["results"]) == 16
-    assert statuses == {200}
-    assert len(latencies) >= 10, (len(latencies), took)
-    assert max(latencies) < 0.1, f"/healthz took {max(latencies) * 1000:.0f} ms during {took:.1f} s"
-    assert overloaded["status"] == 503, overloaded["r"].text
-    assert overloaded["r"].json()["error"]["code"] == "overloaded"
-    assert overloaded["seconds"] < 0.5, overloaded
+    def one_more() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and gauge(url, "liveml_decoding_inputs") == 0:
+            time.sleep(0.01)
+        start = time.perf_counter()
+        r = requests.post(
+            f"{url}/v1/{task}", data=png, headers={"Content-Type": "image/png"}, timeout=60
+        )
+        code = r.json()["error"]["code"] if r.status_code != 200 else None
+        refused.update(status=r.status_code, code=code, seconds=time.perf_counter() - start)
+
+    threads = [threading.Thread(target=poll), threading.Thread(target=one_more)]
+    for t in threads:
+        t.start()
+    try:
+        start = time.perf_counter()
+        r = requests.post(f"{url}/v1/{task}", files=files, timeout=120)
+        took = time.perf_counter() - start
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    results = len(r.json().get("results", [])) if r.status_code == 200 else 0
+    return {
+        "status": r.status_code,
+        "text": r.text[:300],
+        "results": results,
+        "took": took,
+        "latencies": latencies,
+        "statuses": statuses,
+        "refused": refused,
+    }
+
+
+def gauge(url: str, name: str) -> float:
+    for line in requests.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+@contextlib.contextmanager
+def liveml_serve(args: list[str], cwd, **env: str):
+    """Base URL of a `liveml serve` process on a free port, once its models are ready."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "liveml"), "serve", "--port", str(port), *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            try:
+                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
 
 
 # --- finding 7: connection limits ------------------------------------------------------------
@@ -113,20 +182,17 @@ def test_a_slow_header_client_is_cut_off_within_the_timeout(server_with):
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             reply = b""
             # One header byte every 0.1 s: each resets uvicorn's keep-alive timer, not ours.
-            try:
-                for _ in range(50):
+            s.settimeout(0.1)
+            for _ in range(50):
+                try:
                     s.sendall(b"X")
-                    time.sleep(0.1)
-                    s.setblocking(False)
-                    try:
-                        if reply := s.recv(4096):
-                            break
-                    except BlockingIOError:
-                        pass
-                    finally:
-                        s.setblocking(True)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+                    reply = s.recv(4096)
+                    break  # an answer, or b"": closed
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+            s.settimeout(5)
             reply += read_until_closed(s)
             cut_after = time.monotonic() - start
         assert reply.startswith(b"HTTP/1.1 408"), reply[:80]

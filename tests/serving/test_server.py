@@ -129,3 +129,37 @@ def test_serve_without_exports_names_the_fix(tmp_path):
         [LIVEML, "serve", "--model", f"defects={tmp_path}"], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "make repro" in missing.stderr
+
+
+def test_connection_limits_reach_every_worker(exports, tmp_path):
+    # Settings without a flag come from LIVEML_SERVE_*; with --workers each uvicorn worker
+    # process reads them from the settings `liveml serve` hands it.
+    args = ["--model", f"speech={exports['speech']}", "--workers", "2", "--capture-sample", "0"]
+    proc, url = start(
+        args, tmp_path, LIVEML_SERVE_HEADER_TIMEOUT_S="1", LIVEML_SERVE_MAX_HEADER_BYTES="4096"
+    )
+    try:
+        # The limits hold from the start, before the models are loaded.
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(3):  # whichever worker accepts the connection
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                start_at = time.monotonic()
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                reply = s.recv(4096)
+                assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
+                assert time.monotonic() - start_at < 3
+            big = requests.get(f"{url}/healthz", headers={"X-Big": "a" * 8000}, timeout=10)
+            assert big.status_code == 431
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+    finally:
+        # Killed, not stopped: a graceful stop would wait for the models still loading.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()

@@ -71,6 +71,8 @@ class Server:
         # Request-body bytes held in memory by all requests together.
         self.body_budget = max(cfg.max_inflight_bytes, cfg.max_body_bytes)
         self.body_bytes = 0
+        self.metrics.decoding.set_function(lambda: self.decoding)
+        self.metrics.body_bytes.set_function(lambda: self.body_bytes)
         self.capture = (
             Capture(
                 cfg.capture_dir,
@@ -400,7 +402,7 @@ class Server:
 
 
 class _BodyHold:
-    """One request's share of the servers's body-memory budget (`max_inflight_bytes`)."""
+    """One request's share of the server's body-memory budget (`max_inflight_bytes`)."""
 
     def __init__(self, server: Server):
         self.server = server

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 RUNTIMES = ("torch", "onnx")
 # The API token never travels in argv (visible in `ps`); the server reads it from here.
-TOKEN_ENV = "LIVEML_API_TOKEN"
+# (The variable's name, not a token: bandit B105 is a false positive.)
+TOKEN_ENV = "LIVEML_API_TOKEN"  # nosec B105
 # How `--workers N` hands the settings to each uvicorn worker process.
 CONFIG_ENV = "LIVEML_SERVE_CONFIG"
 # Settings without a `liveml serve` flag are read from LIVEML_SERVE_<NAME> (e.g.
@@ -68,8 +69,9 @@ class ServeConfig:
     capture_max_bytes: int = 256 * 1024 * 1024
     # Hot reload: seconds between checks of the export folders' model cards; 0 = never.
     reload_s: float = 0.0
-    # Decoding runs off the event loop on this many threads (bounds decode CPU and memory).
-    decode_threads: int = _from_env("decode_threads", min(4, os.cpu_count() or 1))
+    # Decoding runs off the event loop on this many threads (bounds decode CPU and memory); by
+    # default one core is left to the event loop and the inference thread.
+    decode_threads: int = _from_env("decode_threads", max(1, min(4, (os.cpu_count() or 1) - 1)))
     # Connection limits (docs/serving.md): a request's headers must arrive within
     # header_timeout_s and be at most max_header_bytes; its body within body_timeout_s; an idle
     # keep-alive connection closes after keepalive_s; beyond max_connections (open connections

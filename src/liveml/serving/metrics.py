@@ -48,6 +48,16 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "liveml_queue_depth", "Inputs waiting for a batch", ["model"], registry=r
         )
+        self.decoding = Gauge(
+            "liveml_decoding_inputs",
+            "Inputs being decoded or waiting for a decode thread (all models)",
+            registry=r,
+        )
+        self.body_bytes = Gauge(
+            "liveml_request_body_bytes",
+            "Request-body bytes held in memory by requests in progress (max_inflight_bytes)",
+            registry=r,
+        )
         self.captured = Counter(
             "liveml_captured_inputs", "Inputs queued for the capture folder", ["model"], registry=r
         )
