@@ -2,22 +2,25 @@
 
 W&B's Python SDK costs a second or more of CPU (its import, the run's start, serialising each
 log call) and holds the interpreter lock while it works; in the training process that time is
-taken from the training loop, even in a background thread. Here it runs beside the training, on
-another core. The training sends one JSON line per call on stdin; this process starts the run
-(what Lightning's WandbLogger does: `wandb.init`, then the `trainer/global_step` x-axis), applies
-the calls in order, and answers on stdout: one line when the run has started (its id and folder)
-or failed to, one when it has finished. If the training process dies (stdin closes without a
-finish), the run is finished as failed (exit code 1).
+taken from the training loop, even in a background thread. Here it runs beside the training, at
+a lower scheduling priority. The training sends one JSON line per call on stdin; this process
+starts the run (what Lightning's WandbLogger does: `wandb.init`, then the `trainer/global_step`
+x-axis), applies the calls in order, and answers on stdout: one line when the run has started
+(its id and folder) or failed to, one when it has finished. If the training process dies (stdin
+closes without a finish), the run is finished as failed (exit code 1).
 
 Imports only W&B and the standard library (not torch or Lightning): it starts in a moment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+
+NICE = 10
 
 
 def reply(message: dict) -> None:
@@ -65,6 +68,10 @@ def write_text(path: str, text: str) -> None:
 
 
 def main() -> None:
+    # Below the training in the scheduler's eyes (W&B's service inherits it): on a busy or
+    # small machine, W&B's few seconds of CPU come from idle time, not from the training loop.
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     lines = iter(sys.stdin.readline, "")
     first = json.loads(next(lines))
     began = time.perf_counter()
