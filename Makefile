@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # DVC stage commands call `python`/`liveml`: make them the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv chromium params repro test test-slow lint bandit format lock bench bench-serve bench-drift model-diff serve clean-venv
+.PHONY: venv chromium params repro repro-check test test-slow lint bandit format lock bench bench-serve bench-drift model-diff serve clean-venv
 
 # The venv is (re)built from the hashed lock whenever the lock changes.
 $(VENV)/.synced: requirements.lock requirements-bootstrap.lock pyproject.toml
@@ -39,13 +39,15 @@ test-slow: venv chromium
 	$(BIN)/pytest -m slow
 
 # ruff skips files without a .py suffix when it scans folders: name the CI script.
-LINTED := src tests bench examples .ci/model-diff
+LINTED := src tests bench examples .ci/model-diff .ci/repro-check
 
+# Style (ruff) and security (bandit: medium and high findings; each exemption is justified in
+# place) of everything CI checks.
 lint: venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/bandit -r src -ll -q
 
-# Security lint of the package: medium and high findings (each kept one is justified in place).
 bandit: venv
 	$(BIN)/bandit -r src -ll -q
 
@@ -66,6 +68,11 @@ bench: venv
 # Detection rate and false alarms of `liveml monitor` per drift scenario (needs `make repro`).
 bench-drift: venv
 	$(BIN)/python bench/drift_power.py --task all
+
+# Does a fresh `dvc repro` of HEAD (empty DVC cache, every stage run) give the committed model,
+# data and metrics? As long as `make repro`; exits 1 naming each output that differs.
+repro-check: venv
+	.ci/repro-check
 
 # What this checkout does to the model vs BASE: the tiny pipeline on both, metrics/params diff.
 BASE ?= origin/main

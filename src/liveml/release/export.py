@@ -12,6 +12,7 @@ and how two output tuples compare (e.g. detections whose order may differ).
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,7 +88,11 @@ def export_torchscript(
             scripted = torch.jit.script(model)
         except Exception as e:
             raise ExportError(f"TorchScript: torch.jit.script failed: {e}") from e
-        scripted.save(str(tmp))
+        # Saved through a buffer: a path would name the archive's root folder after the temp
+        # file (`.model.ts.<pid>-<random>`), so two exports of one model would differ in bytes.
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        tmp.write_bytes(buffer.getvalue())
         loaded = torch.jit.load(str(tmp), map_location="cpu")
         diff, refs = _check(model, lambda x: loaded(x), inputs, atol, "TorchScript", compare)
         info = _info("torchscript", path, tmp, diff, model, example, signature)

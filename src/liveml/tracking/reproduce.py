@@ -55,6 +55,14 @@ def code_warnings(record: dict, project: Project) -> list[str]:
             f"code commit differs: run {then.get('commit')}, now {now['commit']} "
             f"(`git checkout {then.get('commit')}` to use the run's code)"
         )
+    from liveml.core import numerics
+
+    recorded = (record.get("environment") or {}).get("numerics")
+    if diffs := numerics.differences(recorded, numerics.describe()):
+        out.append(
+            "CPU numerics differ from the run's, so the weights may differ in the last bits "
+            f"({'; '.join(diffs)}); fix: run with the run's settings (docs/architecture.md)"
+        )
     if then.get("diff_sha256") != now["diff_sha256"]:
         out.append(
             "uncommitted changes differ from the run's "

@@ -90,6 +90,7 @@ def train(
     data_rel = dataset_for(cfg, project)
     data_dir = project.path(data_rel)
     record = new_record(cfg, project, [data_rel])
+    record["environment"]["numerics"] = _numerics()
     fp = record["fingerprint"]
     work = project.path(cfg.paths.checkpoints) / fp[:16]
     out = Path(out_dir) if out_dir is not None else project.path(cfg.paths.model)
@@ -484,6 +485,21 @@ def _final_metrics(trainer, rows: list[dict]) -> dict[str, float]:
     for k, v in trainer.callback_metrics.items():
         metrics[k] = float(v)
     return dict(sorted(metrics.items()))
+
+
+def _numerics() -> dict:
+    """This process's CPU numerics (core/numerics.py), warning when the AVX2 pin came too late."""
+    from liveml.core import numerics
+
+    state = numerics.describe()
+    wanted = (state["aten_cpu_capability"] or "").lower()
+    if wanted and state["aten_capability"].lower() != wanted:
+        _log(
+            f"warning: CPU kernels run on {state['aten_capability']}, not the pinned {wanted} "
+            "path (torch was initialised before liveml was imported): the weights will "
+            "match only on this CPU generation; fix: import liveml before torch"
+        )
+    return state
 
 
 @contextlib.contextmanager
