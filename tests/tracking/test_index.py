@@ -299,7 +299,7 @@ def _writer(args) -> str:
     root, i, log = args
     rec = make_record(
         "20261125-153012-ab12cd34",
-        lr=0.001 * (i + 1),
+        lr=0.01 * (i + 1),  # never make_record's default (0.004): lr varies in every read
         sweep=hydra("sweeps/s", i),
         metrics={"val/map": i / 10},
     )

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
 from liveml.tracking.runs import RunNotFoundError, RunStore
+
+from runrecords import write_metrics_csv
 
 
 def record(run_id: str, **extra) -> dict:
@@ -106,3 +112,39 @@ def test_readers_never_see_a_half_written_run_while_8_jobs_save(tmp_path):
         ids = pending.get()
     assert reads > 0  # the store was read while the writers were busy
     assert len(set(ids)) == 8 and len(RunStore(root).list()) == 8
+
+
+# --- temps of killed writers --------------------------------------------------------------
+
+KILLED_SAVE = """
+import os, shutil, signal, sys
+from liveml.tracking import runs
+def die(*args):  # the copy of the metric log never ends: the process is killed midway
+    os.kill(os.getpid(), signal.SIGKILL)
+runs.shutil.copyfile = die
+runs.RunStore(sys.argv[1]).save({"run_id": "20261125-000000-killed00", "fingerprint": "f"},
+                                files={"metrics.csv": sys.argv[2]})
+"""
+
+
+def test_a_killed_save_leaves_a_temp_that_a_later_writer_removes(tmp_path):
+    root = tmp_path / "runs"
+    log = write_metrics_csv(tmp_path / "metrics.csv")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(root), str(log)])
+    assert child.wait(timeout=60) == -9
+    (left,) = [p for p in root.iterdir() if p.name.startswith(".")]
+    # Named like liveml.core.atomic's temps: the run id, the writer's pid, random, .tmp
+    assert left.name.startswith(f".20261125-000000-killed00.{child.pid}-")
+    assert left.name.endswith(".tmp")
+    store = RunStore(root)
+    assert store.ids() == [] and store.list() == []  # never seen as a run
+    assert store.clean_temps() == []  # too young: its writer might still be busy elsewhere
+    old = time.time() - 120
+    os.utime(left, (old, old))
+    live = root / f".20261125-000000-alive000.{os.getpid()}-abcdefgh.tmp"
+    live.mkdir()
+    os.utime(live, (old, old))
+    store.save(record("20261125-010000-next0000"))  # the first write cleans
+    assert not left.exists()
+    assert live.exists()  # its process still runs
+    assert store.ids() == ["20261125-010000-next0000"]

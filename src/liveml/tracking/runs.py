@@ -1,7 +1,11 @@
 """Local run store: one folder per run, `runs/<run_id>/run.json` plus files such as metrics.csv.
 
 Each save builds its folder under a temp name and renames it into place, so concurrent
-writers (sweeps, parallel stages) never see or leave a half-written run.
+writers (sweeps, parallel stages) never see or leave a half-written run. The temp name is
+`.<run_id>.<pid>-<random>.tmp`, the pattern of liveml.core.atomic: a writer killed midway leaves
+it behind, and the first write of a later process into the store removes it once it is a minute
+old and its process is gone (`RunStore.clean_temps`). Runs made elsewhere come in through
+liveml.tracking.transfer (export/import of bundles and other stores).
 
 Reading is defensive: a record that is not valid JSON, not an object, or has fields of the
 wrong type (a hand edit, a torn copy, a hostile file) is skipped with one warning line naming
@@ -19,7 +23,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from liveml.core.atomic import make_public
+from liveml.core.atomic import (
+    STALE_AFTER_S,
+    _sweep_once,
+    _temp_prefix,
+    clean_stale_temps,
+    make_public,
+)
 from liveml.core.project import Project
 
 RECORD = "run.json"
@@ -175,8 +185,11 @@ class RunStore:
         id is updated in `record`. Returns the run's folder.
         """
         self.path.mkdir(parents=True, exist_ok=True)
+        _sweep_once(self.path)  # temps of killed writers, once per process
         base = record["run_id"]
-        tmp = Path(tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=self.path))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=_temp_prefix(self.path / base), suffix=".tmp", dir=self.path)
+        )
         try:
             make_public(tmp, 0o777)
             for name, src in (files or {}).items():
@@ -206,6 +219,11 @@ class RunStore:
 
         add_published(self.path, dest, data)
         return dest
+
+    def clean_temps(self, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+        """Remove the temp folders that killed writers (saves, imports) left in the store: those
+        older than `older_than_s` whose process is gone. Returns what was removed."""
+        return clean_stale_temps(self.path, older_than_s=older_than_s)
 
     def ids(self) -> list[str]:
         """Run ids in the store, oldest first (ids start with a UTC timestamp)."""
