@@ -39,7 +39,7 @@ test-slow: venv chromium
 	$(BIN)/pytest -m slow
 
 # ruff skips files without a .py suffix when it scans folders: name the CI script.
-LINTED := src tests bench examples .ci/model-diff .ci/repro-check
+LINTED := src tests bench examples docs .ci/model-diff .ci/repro-check
 
 # Style (ruff) and security (bandit: medium and high findings; each exemption is justified in
 # place) of everything CI checks.

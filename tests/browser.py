@@ -1,8 +1,5 @@
-"""A tiny headless-Chromium driver for tests, over the Chrome DevTools Protocol (CDP).
-
-No playwright/selenium on these machines: this launches the system Chromium, connects to its
-page target with aiohttp's websocket client and offers a small synchronous API. The asyncio
-loop runs in a private background thread, so tests call plain methods.
+"""Headless Chromium for tests: a small synchronous helper over playwright driving Debian's
+chromium (`executable_path`, so no `playwright install` and no browser download).
 
     with Browser() as b:
         b.open("http://127.0.0.1:8000/")
@@ -10,32 +7,29 @@ loop runs in a private background thread, so tests call plain methods.
         b.set_files("#defects-file", [path])
         assert b.console_errors == []
 
-Tests import it as `from browser import Browser` (pyproject puts tests/ on pytest's pythonpath).
+Playwright's sync API marks its asyncio loop as running in the thread that uses it, which
+would break any test calling `asyncio.run` afterwards; so each Browser drives playwright
+from a private worker thread and its methods hand calls to it. Tests import it as
+`from browser import Browser` (pyproject puts tests/ on pytest's pythonpath).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
-import json
-import os
 import shutil
-import signal
-import subprocess
-import tempfile
-import threading
 import time
-import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import Any, TypeVar
 
 EXECUTABLES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# Loopback must never go through an http_proxy from the environment.
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 INSTALL_HINT = "install Debian's chromium (apt-get install -y chromium); `make test` does this"
+# Loopback must never go through an http_proxy from the environment; a small /dev/shm in
+# containers crashes tabs unless Chromium keeps its shared memory elsewhere.
+ARGS = ["--no-proxy-server", "--disable-dev-shm-usage", "--mute-audio"]
+VIEWPORT = (1280, 900)
+T = TypeVar("T")
 
 
 def find_chromium() -> str:
@@ -50,59 +44,68 @@ def find_chromium() -> str:
 
 
 class BrowserError(RuntimeError):
-    """A CDP command failed, or JavaScript threw while evaluating an expression."""
-
-
-def _describe_exception(details: dict) -> str:
-    """The most useful text of CDP `exceptionDetails`: the stack when there is one."""
-    exc = details.get("exception") or {}
-    text = exc.get("description") or exc.get("value") or details.get("text") or "exception"
-    where = details.get("url") or ""
-    if where:
-        text = f"{text} ({where}:{details.get('lineNumber', 0) + 1})"
-    return str(text)
-
-
-def _remote_object_text(obj: dict) -> str:
-    """A console argument as text (CDP RemoteObject)."""
-    if "value" in obj:
-        value = obj["value"]
-        return value if isinstance(value, str) else json.dumps(value)
-    return str(obj.get("description") or obj.get("type", ""))
+    """Navigation failed, an element is missing, or JavaScript threw in an expression."""
 
 
 class Browser:
-    """One headless Chromium with one page; a context manager that cleans up after itself."""
+    """One headless Chromium with one page; a context manager that cleans up after itself.
 
-    def __init__(self, executable: str | None = None, timeout: float = 30) -> None:
+    `console_errors` collects uncaught exceptions and console.error/assert calls, `dialogs`
+    the messages of alert()/confirm() (accepted at once, so the page never blocks), and
+    `requests` every URL the page requested.
+    """
+
+    def __init__(
+        self,
+        executable: str | None = None,
+        timeout: float = 30,
+        viewport: tuple[int, int] = VIEWPORT,
+    ) -> None:
         executable = executable or find_chromium()  # first: nothing to clean up if missing
         self.timeout = timeout
-        self._closed = False
-        self._errors: list[str] = []
         self.dialogs: list[str] = []
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future] = {}
-        self._load_waiters: dict[str, asyncio.Future] = {}
-        self._loaded: set[str] = set()  # loader ids whose load event came before we waited
-        self._tasks: set[asyncio.Task] = set()
-        self._proc: subprocess.Popen | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._reader: asyncio.Task | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix="liveml-chromium-"))
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
+        self.requests: list[str] = []
+        self._errors: list[str] = []
+        self._closed = False
+        self._playwright = self._browser = self.page = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright")
         try:
-            self._launch(executable)
-            self._run(self._connect(self._page_ws_url()))
-            for domain in ("Page", "Runtime", "Log", "DOM"):
-                self._send(f"{domain}.enable")
-            # Lifecycle events carry the loader id, so `open` waits for *its* load, not a stale one.
-            self._send("Page.setLifecycleEventsEnabled", enabled=True)
+            self._call(lambda: self._start(executable, viewport))
         except BaseException:
             self.close()
             raise
+
+    def _start(self, executable: str, viewport: tuple[int, int]) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self._playwright = sync_playwright().start()
+        self._browser = self._playwright.chromium.launch(
+            executable_path=executable, headless=True, args=ARGS, timeout=self.timeout * 1000
+        )
+        page = self.page = self._browser.new_page(
+            viewport={"width": viewport[0], "height": viewport[1]}
+        )
+        page.set_default_timeout(self.timeout * 1000)
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda e: self._errors.append(f"{e.name}: {e.message}"))
+        page.on("dialog", self._on_dialog)
+        page.on("request", lambda r: self.requests.append(r.url))
+
+    def _on_console(self, msg: Any) -> None:
+        # "Failed to load resource: ... 415" is expected whenever a test provokes an HTTP
+        # error on purpose; it is a network entry, not a page error.
+        if msg.type in ("error", "assert") and not msg.text.startswith("Failed to load resource"):
+            self._errors.append(f"console.{msg.type}: {msg.text}")
+
+    def _on_dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.accept()
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the playwright thread and return its result (or raise its error)."""
+        if self._closed:
+            raise BrowserError("the browser is closed")
+        return self._worker.submit(fn).result()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -112,212 +115,70 @@ class Browser:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _launch(self, executable: str) -> None:
-        profile = self._tmp / "profile"
-        args = [
-            executable,
-            "--headless",
-            "--no-sandbox",  # required as root (and in most containers)
-            "--disable-gpu",
-            "--disable-dev-shm-usage",  # small /dev/shm in containers crashes tabs otherwise
-            "--remote-debugging-port=0",
-            f"--user-data-dir={profile}",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-extensions",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-proxy-server",
-            "--mute-audio",
-            "--window-size=1280,900",
-            "about:blank",
-        ]
-        # Its own session (process group), so close() can end Chromium and all its children.
-        with open(self._tmp / "chromium.log", "wb") as log:
-            self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
-
-    def _log_tail(self) -> str:
-        try:
-            text = (self._tmp / "chromium.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-15:])
-
-    def _page_ws_url(self) -> str:
-        """Wait for DevToolsActivePort, then the websocket URL of the page target."""
-        port_file = self._tmp / "profile" / "DevToolsActivePort"
-        deadline = time.monotonic() + self.timeout
-        while True:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"Chromium exited with {self._proc.returncode} at start:\n{self._log_tail()}"
-                )
-            try:
-                port = int(port_file.read_text().split()[0])
-                with NO_PROXY.open(f"http://127.0.0.1:{port}/json", timeout=5) as r:
-                    targets = json.load(r)
-                for t in targets:
-                    if t.get("type") == "page" and t.get("webSocketDebuggerUrl"):
-                        return t["webSocketDebuggerUrl"]
-            except (OSError, ValueError, IndexError):
-                pass  # not written / not listening yet
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"Chromium gave no page target within {self.timeout}s:\n{self._log_tail()}"
-                )
-            time.sleep(0.05)
-
     def close(self) -> None:
-        """Disconnect, kill Chromium's process group and delete the profile (idempotent)."""
+        """Close Chromium (playwright ends its process group and deletes the temporary
+        profile) and the playwright driver; idempotent."""
         if self._closed:
             return
-        self._closed = True
-        if self._thread.is_alive():
-            with contextlib.suppress(Exception):
-                self._run(self._disconnect(), timeout=5)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
-        if self._proc is not None:
-            # SIGKILL the whole group: the Debian launcher is a shell that does not exec, and a
-            # throwaway profile needs no graceful shutdown. The unreaped leader keeps the group
-            # id from being reused until wait() below.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=10)
-        shutil.rmtree(self._tmp, ignore_errors=True)
 
-    # -- the CDP connection (runs on the loop thread) --------------------------------------
+        def stop() -> None:
+            try:
+                if self._browser is not None:
+                    self._browser.close()
+            finally:
+                if self._playwright is not None:
+                    self._playwright.stop()
 
-    def _run(self, coro: Any, timeout: float | None = None) -> Any:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return future.result(timeout=(timeout or self.timeout) + 5)
-        except TimeoutError:
-            future.cancel()
-            raise
-
-    async def _connect(self, url: str) -> None:
-        self._session = aiohttp.ClientSession()
-        # No size limit: screenshots and big evaluate results exceed aiohttp's 4 MiB default.
-        self._ws = await self._session.ws_connect(url, max_msg_size=0)
-        self._reader = asyncio.create_task(self._read())
-
-    async def _disconnect(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-        if self._ws is not None:
-            await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
-
-    async def _read(self) -> None:
-        assert self._ws is not None
-        try:
-            async for msg in self._ws:
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    self._dispatch(json.loads(msg.data))
+            self._worker.submit(stop).result(timeout=60)
         finally:
-            # Chromium died or the socket closed: nobody waiting should hang until the timeout.
-            for fut in [*self._pending.values(), *self._load_waiters.values()]:
-                if not fut.done():
-                    fut.set_exception(BrowserError("connection to Chromium closed"))
-
-    def _dispatch(self, msg: dict) -> None:
-        if "id" in msg:
-            fut = self._pending.pop(msg["id"], None)
-            if fut is not None and not fut.done():
-                if "error" in msg:
-                    fut.set_exception(BrowserError(f"CDP error: {msg['error']}"))
-                else:
-                    fut.set_result(msg.get("result", {}))
-            return
-        method, params = msg.get("method"), msg.get("params", {})
-        if method == "Runtime.exceptionThrown":
-            self._errors.append(_describe_exception(params["exceptionDetails"]))
-        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            self._errors.append(
-                "console.error: " + " ".join(_remote_object_text(a) for a in params["args"])
-            )
-        elif method == "Log.entryAdded":
-            entry = params["entry"]
-            # Network entries ("Failed to load resource: ... 415") are expected whenever a test
-            # provokes an HTTP error on purpose; they are not page errors.
-            if entry.get("level") == "error" and entry.get("source") != "network":
-                self._errors.append(f"{entry.get('source')}: {entry.get('text')}")
-        elif method == "Page.lifecycleEvent" and params.get("name") == "load":
-            fut = self._load_waiters.get(params.get("loaderId"))
-            if fut is None:
-                self._loaded.add(params.get("loaderId"))
-            elif not fut.done():
-                fut.set_result(None)
-        elif method == "Page.javascriptDialogOpening":
-            # An alert() would block the page (and every evaluate) until answered.
-            self.dialogs.append(params.get("message", ""))
-            task = asyncio.ensure_future(
-                self._command("Page.handleJavaScriptDialog", {"accept": True})
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _command(self, method: str, params: dict) -> dict:
-        assert self._ws is not None
-        msg_id = next(self._ids)
-        fut = self._loop.create_future()
-        self._pending[msg_id] = fut
-        try:
-            await self._ws.send_str(json.dumps({"id": msg_id, "method": method, "params": params}))
-            return await asyncio.wait_for(fut, self.timeout)
-        except TimeoutError:
-            raise TimeoutError(f"CDP {method} got no answer within {self.timeout}s") from None
-        finally:
-            self._pending.pop(msg_id, None)
-
-    async def _navigate(self, url: str) -> None:
-        result = await self._command("Page.navigate", {"url": url})
-        if result.get("errorText"):
-            raise BrowserError(f"could not open {url}: {result['errorText']}")
-        loader = result.get("loaderId")
-        if not loader:
-            return  # same-document navigation (only the #fragment changed): nothing loads
-        if loader in self._loaded:
-            return
-        fut = self._load_waiters.setdefault(loader, self._loop.create_future())
-        try:
-            await asyncio.wait_for(fut, self.timeout)
-        except TimeoutError:
-            raise TimeoutError(f"{url} did not finish loading within {self.timeout}s") from None
-        finally:
-            self._load_waiters.pop(loader, None)
+            self._closed = True
+            self._worker.shutdown(wait=True)
 
     # -- public API ------------------------------------------------------------------------
 
-    def _send(self, method: str, **params: Any) -> dict:
-        """Send one CDP command and return its result (raises BrowserError on a CDP error)."""
-        return self._run(self._command(method, params))
-
     def open(self, url: str) -> None:
         """Navigate to `url` and wait for its load event."""
-        self._run(self._navigate(url))
+        from playwright.sync_api import Error
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        def goto() -> None:
+            try:
+                self.page.goto(url, wait_until="load")
+            except Error as e:
+                if not isinstance(e, PlaywrightTimeout):
+                    self._await_error_page()
+                raise
+
+        try:
+            self._call(goto)
+        except PlaywrightTimeout:
+            raise TimeoutError(f"{url} did not finish loading within {self.timeout}s") from None
+        except Error as e:
+            raise BrowserError(f"could not open {url}: {e.message}") from None
+
+    def _await_error_page(self) -> None:
+        """After a failed navigation Chromium commits its error page a moment later, which
+        would interrupt the next `open`: wait for it (at most 5 s) so the page is settled."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        if self.page.main_frame.url.startswith("chrome-error://"):
+            return
+        with contextlib.suppress(PlaywrightTimeout):
+            self.page.wait_for_event(
+                "framenavigated",
+                predicate=lambda frame: frame.url.startswith("chrome-error://"),
+                timeout=5000,
+            )
 
     def evaluate(self, expression: str) -> Any:
         """Value of a JS expression (promises awaited); BrowserError with the JS error text."""
-        result = self._send(
-            "Runtime.evaluate",
-            expression=expression,
-            returnByValue=True,
-            awaitPromise=True,
-            userGesture=True,
-        )
-        if "exceptionDetails" in result:
-            details = _describe_exception(result["exceptionDetails"])
-            raise BrowserError(f"JavaScript error in {expression!r}: {details}")
-        return result.get("result", {}).get("value")
+        from playwright.sync_api import Error
+
+        try:
+            return self._call(lambda: self.page.evaluate(expression))
+        except Error as e:
+            raise BrowserError(f"JavaScript error in {expression!r}: {e.message}") from None
 
     def wait_for(self, expression: str, timeout: float = 20) -> Any:
         """Poll `expression` until truthy and return its value; TimeoutError says what the page
@@ -350,26 +211,45 @@ class Browser:
 
     def set_files(self, selector: str, paths: list[str | Path]) -> None:
         """Choose files in the `<input type=file>` matching `selector` (fires input/change)."""
-        root = self._send("DOM.getDocument", depth=0)["root"]["nodeId"]
-        node = self._send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
-        if not node:
-            raise BrowserError(f"no element matches {selector!r}")
-        files = [str(Path(p).resolve()) for p in paths]
+        files = [Path(p).resolve() for p in paths]
         for f in files:
-            if not Path(f).is_file():
+            if not f.is_file():
                 raise FileNotFoundError(f)
-        self._send("DOM.setFileInputFiles", nodeId=node, files=files)
 
-    def screenshot(self, path: str | Path | None = None) -> bytes:
-        """A PNG of the viewport (written to `path` when given): handy when a test fails."""
-        import base64
+        def choose() -> bool:
+            element = self.page.query_selector(selector)
+            if element is None:
+                return False
+            element.set_input_files(files)
+            return True
 
-        png = base64.b64decode(self._send("Page.captureScreenshot", format="png")["data"])
-        if path is not None:
-            Path(path).write_bytes(png)
-        return png
+        if not self._call(choose):
+            raise BrowserError(f"no element matches {selector!r}")
+
+    def box(self, selector: str) -> dict | None:
+        """The bounding box {x, y, width, height} of the first element matching `selector`
+        (page coordinates of the viewport), None when nothing matches or it is not shown."""
+
+        def find() -> dict | None:
+            element = self.page.query_selector(selector)
+            return None if element is None else element.bounding_box()
+
+        return self._call(find)
+
+    def screenshot(
+        self, path: str | Path | None = None, selector: str | None = None, full_page: bool = False
+    ) -> bytes:
+        """A PNG of the viewport, the whole page or one element (written to `path` when given):
+        handy when a test fails, and the README's pictures."""
+
+        def shoot() -> bytes:
+            if selector is not None:
+                return self.page.locator(selector).first.screenshot(path=path)
+            return self.page.screenshot(path=path, full_page=full_page)
+
+        return self._call(shoot)
 
     @property
     def console_errors(self) -> list[str]:
-        """Uncaught exceptions, console.error/assert calls and non-network error log entries."""
+        """Uncaught exceptions and console.error/assert calls (not failed network loads)."""
         return list(self._errors)

@@ -1,11 +1,16 @@
-"""The headless-Chromium test driver (tests/browser.py) against a real local HTTP server."""
+"""The headless-Chromium test helper (tests/browser.py: playwright driving Debian's chromium)
+against a real local HTTP server."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
+import os
 import socket
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -101,23 +106,82 @@ def test_uncaught_error_is_collected(site):
         errors = fresh.console_errors
         assert any("kaboom" in e for e in errors), errors
         assert any("logged 42" in e for e in errors), errors
+        # An alert() is accepted at once and recorded: the page never blocks on it.
+        assert fresh.evaluate("alert('hello'); 5") == 5
+        assert fresh.dialogs == ["hello"]
 
 
-def test_open_unreachable_url_raises(b):
+def test_open_unreachable_url_raises(b, site):
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(BrowserError, match=r"could not open.*ERR_CONNECTION_REFUSED"):
         b.open(f"http://127.0.0.1:{port}/")
+    # Chromium's error page that follows a failed navigation does not disturb the next one.
+    b.open(f"{site}/index.html")
+    assert b.evaluate("document.title") == "t"
 
 
-def test_close_kills_chromium_and_deletes_profile():
+def test_requests_box_and_screenshot(b, site, tmp_path):
+    b.requests.clear()
+    b.open(f"{site}/index.html")
+    assert b.requests == [f"{site}/index.html"]
+    box = b.box("#f")
+    assert box is not None and box["width"] > 0 and box["height"] > 0
+    assert b.box("#missing") is None
+    png = b.screenshot(tmp_path / "page.png", selector="#f")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and (tmp_path / "page.png").read_bytes() == png
+    assert b.screenshot().startswith(b"\x89PNG")
+
+
+def test_asyncio_still_runs_beside_a_browser(b):
+    """Playwright's loop lives on the helper's own thread, not the test's."""
+    assert asyncio.run(asyncio.sleep(0, result=3)) == 3
+    assert b.evaluate("1 + 1") == 2
+
+
+def descendants(pid: int) -> set[int]:
+    """Live (not zombie) processes below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        state, ppid = text.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            children.setdefault(int(ppid), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def chromium_processes() -> set[int]:
+    out = set()
+    for p in descendants(os.getpid()):
+        try:
+            if b"chrom" in Path(f"/proc/{p}/cmdline").read_bytes():
+                out.add(p)
+        except OSError:
+            pass
+    return out
+
+
+def test_close_ends_chromium_and_the_driver():
+    before = descendants(os.getpid())
     instance = Browser(timeout=15)
-    proc, profile = instance._proc, instance._tmp
+    assert chromium_processes() - before, "no Chromium process was started"
     instance.close()
-    assert proc.poll() is not None
-    assert not profile.exists()
+    deadline = time.monotonic() + 10
+    while descendants(os.getpid()) - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not descendants(os.getpid()) - before
     instance.close()  # idempotent
+    with pytest.raises(BrowserError, match="closed"):
+        instance.evaluate("1")
 
 
 def test_missing_chromium_names_the_fix(monkeypatch):

@@ -358,3 +358,38 @@ def test_a_crash_is_status_3_not_a_finding(broken_command, capsys):
     broken_command(KeyboardInterrupt())
     assert main(["broken"]) == 130
     assert capsys.readouterr().err == "liveml broken: interrupted\n"
+
+
+def test_runs_export_then_import_moves_runs_once_and_refuses_a_conflict(store_project, tmp_path):
+    from conftest import make_project
+    from liveml.tracking.runs import RunStore
+
+    from runrecords import make_record, save_runs
+
+    bundle = tmp_path / "runs.tar.gz"
+    assert run_liveml(store_project, "runs", "export", str(bundle)).returncode == 0
+    other = make_project(tmp_path / "laptop")
+    first = run_liveml(other, "runs", "import", str(bundle))
+    assert first.returncode == 0, first.stderr
+    listed = json.loads(run_liveml(other, "runs", "--json").stdout)
+    assert sorted(r["run_id"] for r in listed) == RUN_IDS
+    again = run_liveml(other, "runs", "import", str(bundle), "--json")
+    assert again.returncode == 0 and sorted(json.loads(again.stdout)["present"]) == RUN_IDS
+
+    # The same id with another record: refused whole, both files named, nothing written.
+    clash = make_project(tmp_path / "clash")
+    (tmp_path / "c").mkdir()
+    save_runs(RunStore.for_project(clash), [make_record(RUN_IDS[0], lr=0.5)], tmp_path / "c")
+    source = str(store_project.root / "runs")
+    refused = run_liveml(clash, "runs", "import", source)
+    assert refused.returncode == 2 and "--skip-conflicts" in refused.stderr
+    assert refused.stderr.count("run.json") >= 2
+    assert len(json.loads(run_liveml(clash, "runs", "--json").stdout)) == 1
+    skipped = run_liveml(
+        clash, "runs", "import", str(store_project.root / "runs"), "--skip-conflicts"
+    )
+    assert skipped.returncode == 1
+    assert len(json.loads(run_liveml(clash, "runs", "--json").stdout)) == 3
+
+    for args in (["runs", "import"], ["runs", "--run", "x"], ["runs", "bogus"]):
+        assert run_liveml(other, *args).returncode == 2

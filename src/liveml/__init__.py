@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-# Before anything imports torch: the same float results on every AVX2 machine (core/numerics.py).
+# Before anything imports torch: LIVEML_CPU_ISA=avx2 gives the same floats on every AVX2 machine.
 from liveml.core import numerics as _numerics
 
 _numerics.pin()

@@ -296,7 +296,40 @@ def summarize(record: dict, trigger: dict | None = None) -> str:
 
 
 def _runs_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the run records as JSON")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("list", "export", "import"),
+        default="list",
+        help="list (the default): the runs of the store; export PATH: write runs to a bundle "
+        "(a folder, or FILE.tar.gz); import PATH: bring in the runs of a bundle, of another "
+        "run store folder (e.g. rsynced from a cluster), of a project or of a run folder",
+    )
+    p.add_argument("path", nargs="?", metavar="PATH", help="export/import: the bundle or source")
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        dest="select",
+        metavar="RUN",
+        help="export/import: only this run (id or prefix); repeat the flag for more",
+    )
+    p.add_argument(
+        "--wandb",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="export/import: also look for the runs' W&B folders in DIR (repeatable)",
+    )
+    p.add_argument(
+        "--skip-conflicts",
+        action="store_true",
+        help="export/import: when runs conflict (same id, different record), move the others "
+        "and list the conflicts (exit 1) instead of refusing all",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the run records (or what moved) as JSON"
+    )
 
 
 def _no_runs_yet(store) -> None:
@@ -323,8 +356,15 @@ def _store_is_empty(store) -> bool:
         )
 
 
-@command("runs", "list the runs in the local run store", _runs_args)
+@command("runs", "list the runs in the local run store; export or import runs", _runs_args)
 def cmd_runs(args: argparse.Namespace) -> int:
+    if args.action != "list":
+        return _runs_transfer(args)
+    if args.path or args.select or args.wandb or args.skip_conflicts:
+        raise UserError(
+            "PATH, --run, --wandb and --skip-conflicts go with `liveml runs export` or "
+            "`liveml runs import`; fix: add the action, e.g. `liveml runs import PATH`"
+        )
     store = _store()
     records = store.list()
     if args.json:
@@ -337,6 +377,38 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not records:
         _no_runs_yet(store)
     return EXIT_OK
+
+
+def _runs_transfer(args: argparse.Namespace) -> int:
+    """`liveml runs export PATH` / `liveml runs import PATH` (liveml.tracking.transfer)."""
+    from liveml.tracking import transfer
+
+    if not args.path:
+        example = "~/runs.tar.gz" if args.action == "export" else "cluster/runs"
+        raise UserError(
+            f"`liveml runs {args.action}` needs a PATH; fix: `liveml runs {args.action} {example}`"
+        )
+    store = _store()
+    move = transfer.export_store if args.action == "export" else transfer.import_store
+    try:
+        result = move(
+            store,
+            args.path,
+            runs=args.select or None,
+            skip_conflicts=args.skip_conflicts,
+            wandb_dirs=args.wandb,
+        )
+    except transfer.TransferError as e:  # also ImportConflictError: nothing was written
+        raise UserError(str(e)) from e
+    for warning in result.warnings:
+        print(f"liveml: warning: {warning}", file=sys.stderr)
+    for conflict in result.conflicts:
+        print(f"liveml: conflict (left out): {conflict}", file=sys.stderr)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(result.summary())
+    return EXIT_FINDING if result.conflicts else EXIT_OK
 
 
 # --- reproduce ----------------------------------------------------------------------------
@@ -467,11 +539,83 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- explain ------------------------------------------------------------------------------
+
+
+def _explain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="A and B: run ids, prefixes, model folders, run.json paths or DVC experiment "
+        "names; or one `retrain` record (its champion and challenger)",
+    )
+    p.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also explain this metric (repeatable, or comma-separated); default: the task's "
+        "headline metric",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the cells and the estimated time; train nothing",
+    )
+    p.add_argument(
+        "--verify-originals",
+        action="store_true",
+        help="also retrain A and B from their re-created parts and compare their weights",
+    )
+    p.add_argument(
+        "--jobs", type=int, metavar="N", help="cells trained at once (the joblib launcher's n_jobs)"
+    )
+
+
+@command(
+    "explain",
+    "which of code, hyperparameters and data moved a metric from run A to run B",
+    _explain_args,
+)
+def cmd_explain(args: argparse.Namespace) -> int:
+    from liveml.tracking.explain import ExplainError, explain, format_report
+    from liveml.tracking.recreate import RecreateError
+
+    if len(args.runs) > 2:
+        raise UserError(f"give two runs, or one retrain record (got {len(args.runs)} runs)")
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {args.jobs})")
+    metrics = [m.strip() for flag in args.metrics for m in flag.split(",") if m.strip()]
+    project = _project()
+    try:
+        # Training output (progress bars, summaries) goes to stderr: stdout is the report.
+        with contextlib.redirect_stdout(sys.stderr):
+            report = explain(
+                args.runs,
+                project,
+                metrics=metrics,
+                dry_run=args.dry_run,
+                verify_originals=args.verify_originals,
+                jobs=args.jobs,
+            )
+    except (ExplainError, RecreateError) as e:
+        raise UserError(str(e)) from e
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    if report.get("dry_run"):
+        return EXIT_OK
+    return EXIT_OK if report["originals"]["reproduced"] else EXIT_FINDING
+
+
 # --- serve --------------------------------------------------------------------------------
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    from liveml.serving.config import ServeConfig
+    from liveml.serving.config import PUBLIC_ENDPOINTS, ServeConfig
 
     d = ServeConfig.__dataclass_fields__
     p.add_argument(
@@ -506,6 +650,52 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="hot reload: check the export folders this often and swap in a changed model "
         "(a promoted challenger) without a restart; 0 = off",
     )
+    # Limits (docs/serving.md); unset flags keep the LIVEML_SERVE_<NAME> variable or default.
+    limits = p.add_argument_group("limits (default: $LIVEML_SERVE_<NAME>, else docs/serving.md)")
+    for flag, kind, meta, text in SERVE_LIMITS:
+        limits.add_argument(flag, type=kind, default=None, metavar=meta, help=text)
+    p.add_argument(
+        "--public",
+        action="append",
+        default=None,
+        choices=PUBLIC_ENDPOINTS,
+        help="with a token set, leave this endpoint open (repeatable): metrics = /metrics, "
+        "docs = /docs and /openapi.json",
+    )
+
+
+# `liveml serve` limit flags: (flag, type, metavar, help); the ServeConfig field is named by
+# SERVE_LIMIT_FIELDS (a size flag in KB/MB becomes bytes).
+SERVE_LIMITS = (
+    ("--decode-threads", int, "N", "threads decoding uploads off the event loop"),
+    ("--header-timeout", float, "SECONDS", "a request's headers must arrive within this"),
+    ("--body-timeout", float, "SECONDS", "a request's body must arrive within this"),
+    ("--keepalive", float, "SECONDS", "idle keep-alive connections close after this"),
+    ("--max-header-kb", float, "KB", "largest request header block (431 above it)"),
+    ("--max-connections", int, "N", "open connections (503 above it)"),
+    ("--max-inflight-mb", float, "MB", "request bytes being received at once (503 above it)"),
+)
+SERVE_LIMIT_FIELDS = {
+    "decode_threads": ("decode_threads", 1),
+    "header_timeout": ("header_timeout_s", 1),
+    "body_timeout": ("body_timeout_s", 1),
+    "keepalive": ("keepalive_s", 1),
+    "max_header_kb": ("max_header_bytes", 2**10),
+    "max_connections": ("max_connections", 1),
+    "max_inflight_mb": ("max_inflight_bytes", 2**20),
+}
+
+
+def _serve_limits(args: argparse.Namespace) -> dict:
+    """ServeConfig keyword arguments of the limit flags given (bytes for the size flags)."""
+    out = {}
+    for dest, (name, scale) in SERVE_LIMIT_FIELDS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            out[name] = value if scale == 1 else int(value * scale)
+    if args.public is not None:
+        out["public_endpoints"] = tuple(dict.fromkeys(args.public))
+    return out
 
 
 @command("serve", "serve the exported models over HTTP (token: $LIVEML_API_TOKEN)", _serve_args)
@@ -531,6 +721,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             capture_sample=args.capture_sample,
             capture_max_bytes=int(args.capture_max_mb * 2**20),
             reload_s=args.reload_every,
+            **_serve_limits(args),
         )
     except ValueError as e:
         raise UserError(str(e)) from e

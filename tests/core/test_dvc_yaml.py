@@ -37,9 +37,34 @@ def test_every_task_gets_the_six_stages_and_the_guard():
             s = stages[f"{task}_{stage}"]
             assert s["cmd"] == f"python -m liveml.stages.{stage} {task}"
             assert all(p.startswith(f"tasks.{task}.") for p in s.get("params", []))
-            outs = [*s.get("outs", []), *(next(iter(m)) for m in s.get("metrics", []))]
-            assert all(o.startswith(f"${{tasks.{task}.paths.") for o in outs)
+            outs = [*s.get("outs", []), *s.get("metrics", [])]
+            names = [o if isinstance(o, str) else next(iter(o)) for o in outs]
+            assert all(o.startswith(f"${{tasks.{task}.paths.") for o in names)
             assert f"src/liveml/stages/{stage}.py" in s["deps"]
+
+
+def test_dvc_views_list_headline_metrics_and_explicit_plots_only():
+    """`metrics:` holds only each task's headline file; the data report and the evaluate folder
+    are uncached outs DVC neither lists nor draws; no stage has a `plots:` folder (DVC would
+    draw every file in it with a default template); every top-level plot names its template,
+    fields and title."""
+    content = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    stages = content["stages"]
+    for task in TASKS:
+
+        def path(key: str, task: str = task) -> str:
+            return f"${{tasks.{task}.paths.{key}}}"
+
+        metrics = [m for s in stages.values() for m in s.get("metrics", [])]
+        assert {next(iter(m)) for m in metrics if task in next(iter(m))} == {path("metrics")}
+        assert {path("data_report"): {"cache": False}} in stages[f"{task}_validate"]["outs"]
+        assert {path("plots"): {"cache": False}} in stages[f"{task}_evaluate"]["outs"]
+        assert path("plots") in stages[f"{task}_export"]["deps"]  # the card's metrics
+    assert not [name for name, s in stages.items() if "plots" in s]
+    assert content["plots"]
+    for entry in content["plots"]:
+        ((name, plot),) = entry.items()
+        assert {"template", "x", "y", "title"} <= set(plot), name
 
 
 def test_a_task_is_added_by_conf_pipeline_yaml_alone(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""Portable CPU numerics: liveml pins torch's kernels to their AVX2 path before torch runs."""
+"""CPU numerics: native by default, recorded; LIVEML_CPU_ISA=avx2 pins torch's kernels to AVX2."""
 
 from __future__ import annotations
 
@@ -33,17 +33,17 @@ def probe(**env: str) -> dict:
 
 
 @pytest.mark.skipif(not X86, reason="the AVX2 pin applies to x86-64 only")
-def test_importing_liveml_pins_every_library_to_avx2():
-    state = probe()
+def test_avx2_mode_pins_every_library_to_avx2():
+    state = probe(LIVEML_CPU_ISA="avx2")
     assert state["mode"] == "avx2"
     assert state["aten_capability"] == "AVX2"
     assert (state["onednn_max_cpu_isa"], state["mkl_cbwr"]) == ("AVX2", "AVX2")
 
 
-def test_native_opts_out_and_a_users_own_setting_wins():
-    native = probe(LIVEML_CPU_ISA="native")
+def test_native_is_the_default_and_a_users_own_setting_wins():
+    native = probe()
     assert native["mode"] == "native" and native["mkl_cbwr"] is None
-    own = probe(ATEN_CPU_CAPABILITY="default")
+    own = probe(LIVEML_CPU_ISA="avx2", ATEN_CPU_CAPABILITY="default")
     assert own["aten_capability"] == "DEFAULT" and own["aten_cpu_capability"] == "default"
 
 
@@ -81,7 +81,7 @@ print(json.dumps({"weights": record["weights_sha256"],
 def test_the_pin_decides_the_weights_and_the_record_says_so(
     tiny_trainable, tiny_overrides, tmp_path
 ):
-    native_isa = probe(LIVEML_CPU_ISA="native")["aten_capability"]
+    native_isa = probe()["aten_capability"]
     if native_isa == "AVX2":
         pytest.skip("this CPU's native path is AVX2 already: pinned and native are the same")
     script = tmp_path / "train.py"
@@ -98,7 +98,7 @@ def test_the_pin_decides_the_weights_and_the_record_says_so(
         assert out.returncode == 0, out.stderr[-2000:]
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    pinned, native = run(), run(LIVEML_CPU_ISA="native")
+    pinned, native = run(LIVEML_CPU_ISA="avx2"), run()
     # The machine's own fastest path sums in another order: other weights, from one step on.
     assert native["weights"] != pinned["weights"]
     assert pinned["numerics"]["aten_capability"] == "AVX2"

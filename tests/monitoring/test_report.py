@@ -263,28 +263,14 @@ def test_render_names_what_is_wrong_with_the_input():
 # -- in Chromium ------------------------------------------------------------------------------
 
 
-class RecordingBrowser(Browser):
-    """The test browser, also recording every URL the page requests."""
-
-    def __init__(self, **kwargs) -> None:
-        self.requests: list[str] = []
-        super().__init__(**kwargs)
-        self._send("Network.enable")
-
-    def _dispatch(self, msg: dict) -> None:
-        if msg.get("method") == "Network.requestWillBeSent":
-            self.requests.append(msg["params"]["request"]["url"])
-        super()._dispatch(msg)
-
-
 @pytest.fixture(scope="module")
 def browser():
     """One Chromium for the module: starting it is the slow part."""
-    with RecordingBrowser(timeout=30) as b:
+    with Browser(timeout=30) as b:
         yield b
 
 
-def open_page(browser: RecordingBrowser, path: Path) -> RecordingBrowser:
+def open_page(browser: Browser, path: Path) -> Browser:
     browser.requests.clear()
     browser.open(path.as_uri())
     browser.wait_for("['ready', 'error'].includes(document.body.dataset.state)", timeout=30)

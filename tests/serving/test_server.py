@@ -163,3 +163,43 @@ def test_connection_limits_reach_every_worker(exports, tmp_path):
         # Killed, not stopped: a graceful stop would wait for the models still loading.
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
+
+
+def requests_total(url: str) -> float:
+    """The sum of `liveml_requests_total` over its labels, from one scrape."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("liveml_requests_total{")
+    )
+
+
+def test_workers_count_into_one_set_of_metrics(exports, speech_wav_file, tmp_path):
+    # Two worker processes behind one port: every scrape, whichever worker answers it, counts
+    # the requests of both (prometheus_client's multiprocess mode), so the counter only grows.
+    args = ["--model", f"speech={exports['speech']}", "--workers", "2", "--capture-sample", "0"]
+    proc, url = start([*args, "--runtime", "onnx"], tmp_path, TMPDIR=str(tmp_path))
+    clip = speech_wav_file.read_bytes()
+    try:
+        wait_ready(proc, url)
+        (folder,) = tmp_path.glob(f"liveml-metrics-{proc.pid}-*")  # the server's private one
+        sent = 0
+        # Until both workers answered some (each connection goes to whichever accepts it).
+        while len({f.name for f in folder.glob("counter_*.db")}) < 2 or sent < 10:
+            assert sent < 300, "the requests never reached the second worker"
+            requests.post(
+                f"{url}/v1/speech", data=clip, headers={"Content-Type": "audio/wav"}, timeout=60
+            )
+            sent += 1
+            # Counted before the answer leaves the worker: each scrape sees exactly `sent`.
+            assert requests_total(url) == sent
+        scrapes = [requests_total(url) for _ in range(8)]
+        assert scrapes == [sent] * 8
+        text = requests.get(f"{url}/metrics", timeout=10).text
+        info = [line for line in text.splitlines() if line.startswith("liveml_model_info{")]
+        assert info and all(line.endswith(" 1.0") for line in info), info  # not 2 (a sum)
+    finally:
+        out = stop(proc)
+    assert proc.returncode == 0, out
+    assert not folder.exists()  # removed with the server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -13,11 +14,15 @@ import yaml
 
 from liveml.core.config import fingerprint_view
 from liveml.tracking.lineage import (
+    canonical_json,
     code_state,
+    code_state_and_patch,
     data_hashes,
     environment,
     fingerprint,
+    fingerprint_parts,
     new_record,
+    patch_bytes,
     pipeline_outputs,
     weights_sha256,
 )
@@ -269,3 +274,30 @@ def test_new_record(tiny_trainable, tiny_cfg):
     assert rec["config"]["model"]["channels"] == [8, 16, 16, 32]
     assert rec["fingerprint"] == fingerprint(rec["code"], fingerprint_view(cfg), rec["data"])
     assert rec["seed"] == 0 and rec["task"] == "defects" and rec["weights_sha256"] is None
+    assert rec["code_patch"] is None  # nothing uncommitted to store (not even git)
+
+
+def test_code_state_and_patch_agree_with_code_state(repo):
+    assert code_state_and_patch(repo) == (code_state(repo), None)  # clean: no patch
+    (repo / "train.py").write_text("print('v2')\n")
+    (repo / "new.py").write_text("N = 1\n")
+    state, patch = code_state_and_patch(repo)
+    assert state == code_state(repo) and state["dirty"] is True
+    text = patch["patch"]
+    assert "+print('v2')" in text and "new file mode" in text and "+N = 1" in text
+    assert patch["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert patch_bytes(patch) == text.encode()
+
+
+def test_the_fingerprint_hashes_only_commit_dirty_and_diff(repo):
+    """A stored patch (or any other key next to the code state) never changes a fingerprint:
+    the fingerprints of runs recorded before liveml stored diffs stay what they were."""
+    code = code_state(repo)
+    view, data = {"seed": 0}, {"data": "abc.dir"}
+    assert fingerprint({**code, "patch": "diff --git ..."}, view, data) == fingerprint(
+        code, view, data
+    )
+    assert fingerprint_parts({**code, "x": 1}, view, data) == fingerprint_parts(code, view, data)
+    # The value itself is the one of the three-key code dict (as before this key existed).
+    payload = {"code": code, "config": view, "data": data}
+    assert fingerprint(code, view, data) == hashlib.sha256(canonical_json(payload)).hexdigest()

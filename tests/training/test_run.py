@@ -77,6 +77,26 @@ def test_load_trained_rejects_modified_weights(tiny_trainable, tiny_cfg, tmp_pat
         load_trained(tmp_path / "m")
 
 
+def test_a_model_trained_before_a_setting_existed_still_loads(tiny_trainable, tiny_cfg, tmp_path):
+    # Models of the committed pipeline predate monitor.keep_reports/keep_days: monitoring them
+    # must not fail on settings that do not touch the weights.
+    import json
+
+    record = train(tiny_cfg("trainer.max_epochs=1"), out_dir=tmp_path / "m", project=tiny_trainable)
+    path = tmp_path / "m" / "run.json"
+    old = json.loads(path.read_text())
+    for key in ("keep_reports", "keep_days"):
+        del old["config"]["monitor"][key]
+    path.write_text(json.dumps(old))
+    _, loaded = load_trained(tmp_path / "m")
+    assert loaded["weights_sha256"] == record["weights_sha256"]
+    # A missing key that decides the weights is still an error, naming it.
+    del old["config"]["model"]["lr"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(Exception, match=r"model\.lr"):
+        load_trained(tmp_path / "m")
+
+
 def test_kill_then_resume_matches_an_uninterrupted_run(
     tiny_trainable, tiny_cfg, tiny_overrides, tmp_path
 ):

@@ -127,6 +127,23 @@ class MonitorConfig:
     consecutive: int = MISSING
     holdout: float = MISSING
     margin: float = MISSING
+    keep_reports: int | None = MISSING  # newest reports kept in paths.monitoring (null: all)
+    keep_days: float | None = MISSING  # reports older than this are removed (null: never)
+
+
+# Settings added after models were trained, with the value that keeps the old behaviour: a run
+# record written before them still loads (`upgraded`). Never a fingerprint key: those decide
+# the weights, so a model without one is another model.
+ADDED_SETTINGS = {"monitor": {"keep_reports": None, "keep_days": None}}
+
+
+def upgraded(config: dict) -> dict:
+    """A recorded config with the settings added since (ADDED_SETTINGS) filled in."""
+    out = dict(config)
+    for group, values in ADDED_SETTINGS.items():
+        if isinstance(out.get(group), dict):
+            out[group] = {**values, **out[group]}
+    return out
 
 
 WANDB_MODES = ("offline", "online", "disabled")

@@ -1,4 +1,5 @@
-"""Portable CPU numerics: the same float results on every x86-64 machine with AVX2.
+"""CPU numerics: what decides a run's last bits across machines, recorded; an AVX2 mode that
+makes them the same on every x86-64 machine.
 
 PyTorch's CPU kernels pick their code path from the machine's instruction set at run time:
 ATen's own kernels (AVX2 or AVX-512), oneDNN's convolutions (AVX2, AVX-512, AMX) and MKL's BLAS
@@ -6,12 +7,15 @@ each sum in a different order per path. Deterministic training is therefore bit-
 on CPUs of the same generation: the same config, data and seed trained on an AVX-512 machine and
 an AVX2 one give different weights after one step, and a different model after 30 epochs.
 
-liveml pins all three to their AVX2 path before torch is imported (the libraries read these
-variables once, at their first use), so a run reproduces bit-identically on any x86-64 CPU with
-AVX2 and FMA (Intel since 2013, AMD since 2015). `LIVEML_CPU_ISA=native` opts out (each machine
-uses its fastest path; results then match only on the same CPU generation). A variable the user
-sets themselves is respected. What was in effect goes into every run record
-(`environment.numerics`), and `liveml reproduce` names a difference.
+What may differ between two machines is therefore exactly this, and every run record says what
+was in effect (`environment.numerics`: the CPU, ATen's capability and the three switches);
+`liveml reproduce` names a difference. By default (`LIVEML_CPU_ISA=native`) each machine uses
+its fastest path: results are bit-identical on machines of the same CPU generation (the
+committed models were trained so). `LIVEML_CPU_ISA=avx2` pins all three libraries to their AVX2
+path before torch is imported (they read these variables once, at their first use), so a run
+reproduces bit-identically on any x86-64 CPU with AVX2 and FMA (Intel since 2013, AMD since
+2015), at some speed cost (convolutions about 1.3x slower here). A variable the user sets
+themselves is respected.
 """
 
 from __future__ import annotations
@@ -30,18 +34,20 @@ PINS = {
 
 
 def mode() -> str:
-    """The numerics mode of this process: `avx2` (default) or `native`."""
-    value = os.environ.get(MODE_ENV, "avx2").strip().lower() or "avx2"
+    """The numerics mode of this process: `native` (default) or `avx2`."""
+    value = os.environ.get(MODE_ENV, "native").strip().lower() or "native"
     if value not in MODES:
         raise ValueError(
             f"{MODE_ENV}={value!r} is not a CPU numerics mode; fix: set it to one of {MODES} "
-            "(avx2: the same results on every AVX2 machine; native: fastest, machine-specific)"
+            "(native: fastest, the same results on one CPU generation; avx2: the same results "
+            "on every AVX2 machine)"
         )
     return value
 
 
 def pin() -> None:
-    """Set the AVX2 switches for this process and its children (unless `native` or user-set).
+    """With LIVEML_CPU_ISA=avx2, set the AVX2 switches for this process and its children
+    (each unless the user set it).
 
     Only effective before torch runs its first kernel; liveml calls it when it is imported. A
     bad LIVEML_CPU_ISA pins nothing here (importing must not fail); training reports it.

@@ -40,18 +40,23 @@ LOCK_FILES = ("requirements.lock", "uv.lock", "poetry.lock", "pdm.lock", "pylock
 @dataclass(frozen=True)
 class Stage:
     """One stage of a task. `code`: liveml files/folders it runs, relative to the liveml package;
-    `params`: keys under `tasks.<task>`; `deps`/`outs`/`metrics`/`plots`: keys of `paths`."""
+    `params`: keys under `tasks.<task>`; `deps`/`outs`/`metrics`/`reports`: keys of `paths`.
+
+    DVC views: `metrics` are the headline numbers `dvc metrics show` and `dvc exp show` list (a
+    few columns per task); `reports` are outputs kept in git (cache: false) that DVC neither
+    lists as metrics nor draws as plots: the data report (hundreds of numbers) and the evaluate
+    folder (plot data, all metrics), whose plots the task names in top-level `plots:`."""
 
     code: tuple[str, ...]
     params: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    plots: tuple[str, ...] = ()
+    reports: tuple[str, ...] = ()
 
 
-# liveml code every stage runs: the stage runner, config, the task registry and contract, and
-# the data helpers tasks build on (layouts, feedback, findings, sampling).
+# liveml code every stage runs: the stage runner, config, the task registry and contract, the
+# progress reporter, and the data helpers tasks build on (layouts, feedback, findings, sampling).
 COMMON_CODE = (
     "__init__.py",
     "stages/__init__.py",
@@ -59,6 +64,8 @@ COMMON_CODE = (
     "core/atomic.py",
     "core/config.py",
     "core/errors.py",
+    "core/numerics.py",  # liveml/__init__.py pins the CPU code paths before torch loads
+    "core/progress.py",
     "core/project.py",
     "data",
     "tasks/__init__.py",
@@ -79,7 +86,7 @@ DEFINITION: dict[str, Stage] = {
         code=("stages/validate.py",),
         params=("data", "task.classes"),
         deps=("data",),
-        metrics=("data_report",),
+        reports=("data_report",),
     ),
     "train": Stage(
         code=("stages/train.py", "core/locks.py", *MODEL_CODE),
@@ -93,11 +100,12 @@ DEFINITION: dict[str, Stage] = {
         params=("task.targets",),
         deps=("model", "data"),
         metrics=("metrics",),
-        plots=("plots",),
+        reports=("plots",),
     ),
     "export": Stage(
         code=("stages/export.py", "release", *MODEL_CODE),
-        deps=("model", "metrics"),
+        # The model card holds every evaluate metric: `<plots>/evaluation.json`.
+        deps=("model", "metrics", "plots"),
         outs=("export",),
     ),
     "reference": Stage(
@@ -214,12 +222,11 @@ def _stage(task: str, name: str, stage: Stage, code: list[str]) -> dict:
     }
     if stage.params:
         out["params"] = [f"tasks.{task}.{k}" for k in stage.params]
-    if stage.outs:
-        out["outs"] = [path(k) for k in stage.outs]
+    outs = [*(path(k) for k in stage.outs), *({path(k): {"cache": False}} for k in stage.reports)]
+    if outs:
+        out["outs"] = outs
     if stage.metrics:
         out["metrics"] = [{path(k): {"cache": False}} for k in stage.metrics]
-    if stage.plots:
-        out["plots"] = [{path(k): {"cache": False}} for k in stage.plots]
     return out
 
 

@@ -2,7 +2,9 @@
 
 `POST /v1/<task>` takes a raw body or a multipart batch of files, decodes each, and sends
 them through the model's dynamic batcher. `/healthz` says the process is up, `/readyz` that
-every model is loaded and warm, `/metrics` is Prometheus, `/v1/models` lists the model cards.
+every model is loaded and warm, `/metrics` is Prometheus (summed over the workers of
+`--workers N`), `/v1/models` lists the model cards, `/docs` is Swagger UI (served from this
+server: it works offline) over `/openapi.json`, which documents each upload's request body.
 Models load in the background after start-up, so probes answer at once.
 
 The event loop only moves bytes: decoding runs on a bounded pool of threads and models on one
@@ -31,11 +33,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from liveml.serving import swagger
 from liveml.serving.batching import Batcher, QueueFull
 from liveml.serving.capture import Capture
 from liveml.serving.config import PUBLIC_ENDPOINTS, ServeConfig
 from liveml.serving.inputs import InputError, check_media_type
 from liveml.serving.metrics import ServerMetrics
+from liveml.serving.openapi import OPENAPI_VERSION, finish, upload_operation
 from liveml.serving.predictors import Predictor, build_predictor
 from liveml.serving.runtime import CARD, load_runtime
 
@@ -71,8 +75,8 @@ class Server:
         # Request-body bytes held in memory by all requests together.
         self.body_budget = max(cfg.max_inflight_bytes, cfg.max_body_bytes)
         self.body_bytes = 0
-        self.metrics.decoding.set_function(lambda: self.decoding)
-        self.metrics.body_bytes.set_function(lambda: self.body_bytes)
+        self.metrics.track(self.metrics.decoding, lambda: self.decoding)
+        self.metrics.track(self.metrics.body_bytes, lambda: self.body_bytes)
         self.capture = (
             Capture(
                 cfg.capture_dir,
@@ -86,18 +90,30 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(self.load())
+        # With --workers N the gauges are files that the worker answering a scrape reads.
+        refreshing = asyncio.create_task(self._refresh_gauges()) if self.metrics.shared else None
         try:
             yield
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            for job in (loading, refreshing):
+                if job is not None:
+                    job.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await job
             for batcher in self.batchers.values():
                 await batcher.stop()
             self.infer.shutdown(wait=True)
             self.decoder.shutdown(wait=True)
             if self.capture:
                 self.capture.close()
+            self.metrics.close()
+
+    async def _refresh_gauges(self) -> None:
+        """Multiprocess metrics: write this worker's gauges every second, so a scrape
+        answered by another worker sees them at most a second old."""
+        while True:
+            self.metrics.refresh()
+            await asyncio.sleep(1.0)
 
     async def load(self) -> None:
         """Load, check and warm every model off the event loop, then open the batchers."""
@@ -158,7 +174,7 @@ class Server:
         self.stamps[task] = stamp
         ident = predictor.runtime.identity
         self.metrics.info.labels(task, ident["name"], ident["fingerprint"], ident["runtime"]).set(1)
-        self.metrics.queue_depth.labels(task).set_function(lambda b=batcher: b.depth)
+        self.metrics.track(self.metrics.queue_depth.labels(task), lambda b=batcher: b.depth)
         log.info("serving %s: %s (%s)", task, ident["name"], ident["runtime"])
         old_predictor, old_batcher = old
         if old_batcher is not None:
@@ -497,15 +513,22 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     """The ASGI app serving `cfg.models`.
 
     With a token set, every endpoint but `/`, `/healthz` and `/readyz` needs it, except those
-    `cfg.public_endpoints` names ("metrics": /metrics; "docs": /docs, /redoc, /openapi.json).
+    `cfg.public_endpoints` names ("metrics": /metrics; "docs": /docs, its assets under
+    /docs/static, and /openapi.json). `/docs` loads Swagger UI from this server, not a CDN.
     """
     server = Server(cfg)
     guarded = set() if cfg.token is None else set(PUBLIC_ENDPOINTS) - set(cfg.public_endpoints)
-    # FastAPI's own docs routes cannot check a token: when guarded, ours below replace them.
-    docs = (
-        {} if "docs" not in guarded else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    # FastAPI's docs routes load Swagger UI and ReDoc from a CDN and cannot check a token: ours
+    # below replace them (ReDoc has no offline copy here, so it is off).
+    app = FastAPI(
+        title="liveml",
+        description="Predictions from the exported models (docs/serving.md).",
+        lifespan=server.lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
-    app = FastAPI(title="liveml", lifespan=server.lifespan, **docs)
+    app.openapi_version = OPENAPI_VERSION
     app.state.server = server
     page = resources.files("liveml.serving").joinpath("page.html").read_text()
 
@@ -554,30 +577,78 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         # The full cards only to token holders; an open server shows no host detail.
         return JSONResponse(server.models(full=cfg.token is not None))
 
-    @app.post("/v1/{task}")
+    # One documented operation per served task, its request body from the task's media types.
+    for task, media_types in _served_media_types(cfg).items():
+        app.add_api_route(
+            f"/v1/{task}",
+            _predict_endpoint(server, task),
+            methods=["POST"],
+            summary=f"Predict with the {task} model",
+            description=f"One input as the raw body, or a multipart batch of files, for the "
+            f"{task} model. The answer names the model that gave it.",
+            operation_id=f"predict_{task}",
+            response_class=JSONResponse,
+            openapi_extra=upload_operation(task, media_types, cfg.max_items),
+        )
+
+    @app.post("/v1/{task}", include_in_schema=False)
     async def predict(task: str, request: Request) -> Response:
         return await server.predict(task, request)
 
-    if "docs" in guarded:
-        from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    # Token-guarded paths of the schema (the bearer scheme goes on them).
+    secured = {"/v1/models", *(f"/v1/{t}" for t in cfg.models)} if cfg.token else set()
+    if "metrics" in guarded:
+        secured.add("/metrics")
+    docs_guarded = "docs" in guarded
 
-        @app.get("/openapi.json", include_in_schema=False)
-        async def openapi(request: Request) -> Response:
-            return refused(request) or JSONResponse(app.openapi())
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        if docs_guarded and (answer := refused(request)):
+            return answer
+        parameters = {t: p.parameters for t, p in server.predictors.items()}
+        return JSONResponse(finish(app.openapi(), parameters=parameters, guarded=secured))
 
-        @app.get("/docs", include_in_schema=False)
-        async def swagger(request: Request) -> Response:
-            return refused(request) or get_swagger_ui_html(
-                openapi_url="/openapi.json", title="liveml - docs"
-            )
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        if docs_guarded and (answer := refused(request)):
+            return answer
+        return swagger.page("/openapi.json", "liveml - API docs")
 
-        @app.get("/redoc", include_in_schema=False)
-        async def redoc(request: Request) -> Response:
-            return refused(request) or get_redoc_html(
-                openapi_url="/openapi.json", title="liveml - docs"
-            )
+    @app.get(swagger.STATIC + "/{name}", include_in_schema=False)
+    async def docs_asset(name: str, request: Request) -> Response:
+        if docs_guarded and (answer := refused(request)):
+            return answer
+        found = swagger.asset(name)
+        if found is None:
+            return error_response(404, "not_found", f"no file {name!r} under {swagger.STATIC}")
+        return found
 
     return app
+
+
+def _predict_endpoint(server: Server, task: str):
+    """The endpoint of `POST /v1/<task>` (FastAPI documents it; the server reads the body)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await server.predict(task, request)
+
+    endpoint.__name__ = "predict_" + re.sub(r"\W", "_", task)
+    return endpoint
+
+
+def _served_media_types(cfg: ServeConfig) -> dict[str, frozenset[str]]:
+    """task -> the upload media types of its contract, for each served task that is installed
+    (a task that is not gets no documented operation; loading it reports the fix)."""
+    from liveml.core.errors import ConfigError
+    from liveml.tasks import get_task
+
+    found = {}
+    for task in cfg.models:
+        try:
+            found[task] = frozenset(get_task(task).media_types)
+        except ConfigError:
+            continue
+    return found
 
 
 def create_app_from_env() -> FastAPI:

@@ -16,7 +16,7 @@ CONFIG_ENV = "LIVEML_SERVE_CONFIG"
 # LIVEML_SERVE_HEADER_TIMEOUT_S=5); an explicit constructor argument still wins.
 ENV_PREFIX = "LIVEML_SERVE_"
 # Endpoints that may stay open when a token is set (`public_endpoints`): "metrics" is /metrics,
-# "docs" is /docs, /redoc and /openapi.json.
+# "docs" is /docs (with its files under /docs/static) and /openapi.json.
 PUBLIC_ENDPOINTS = ("metrics", "docs")
 
 

@@ -1,6 +1,7 @@
 """Run the app under uvicorn: check every model file against its card first (a bad file stops
 the start with the fix, instead of a server that never gets ready), then serve with the
-connection limits of the settings (docs/serving.md)."""
+connection limits of the settings (docs/serving.md). With several workers, their Prometheus
+metrics share a private folder that lives as long as the server (liveml.serving.metrics)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from liveml.serving.config import CONFIG_ENV, ServeConfig
+from liveml.serving.metrics import MULTIPROC_ENV, shared_dir
 from liveml.serving.runtime import verified_bytes
 
 PROTOCOL = "liveml.serving.protocol:LimitedHttpProtocol"
@@ -60,12 +62,29 @@ def run_server(cfg: ServeConfig) -> int:
     share = replace(cfg, capture_max_bytes=max(1, cfg.capture_max_bytes // cfg.workers))
     # Each worker reads its settings, the connection limits included, from here.
     os.environ[CONFIG_ENV] = share.to_env()
-    uvicorn.run(
-        "liveml.serving.app:create_app_from_env",
-        factory=True,
-        host=cfg.host,
-        port=cfg.port,
-        workers=cfg.workers,
-        **uvicorn_options(cfg),
-    )
+    # The workers count into one folder, so any of them answers /metrics for all (metrics.py).
+    with shared_dir() as metrics_dir, _environ(MULTIPROC_ENV, metrics_dir):
+        uvicorn.run(
+            "liveml.serving.app:create_app_from_env",
+            factory=True,
+            host=cfg.host,
+            port=cfg.port,
+            workers=cfg.workers,
+            **uvicorn_options(cfg),
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    """`name=value` in this process's environment (which worker processes inherit) while
+    inside; the former value, or none, after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

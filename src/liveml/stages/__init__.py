@@ -10,6 +10,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+# Every metric of the evaluate stage, in its `paths.plots` folder (paths.metrics holds the
+# headline ones DVC lists); the export stage puts them all in the model card.
+EVALUATION = "evaluation.json"
+
 
 def run_stage(fn: Callable[[], None]) -> None:
     """Run a stage's body; a known user-facing error becomes one clear message and exit 1."""

@@ -1,12 +1,12 @@
 """Stage export: deployable TorchScript + ONNX models, checked against the eager model, and the
-model card (lineage, signature, metrics, scope)."""
+model card (lineage, signature, every evaluate metric, scope)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from liveml.stages import run_stage, stage_config
+from liveml.stages import EVALUATION, run_stage, stage_config
 
 CARD = "model_card.json"
 
@@ -21,7 +21,8 @@ def main() -> None:
     project, cfg = stage_config()
     task = get_task(cfg.task.name)
     module, record = load_trained(project.path(cfg.paths.model))
-    metrics = json.loads(project.path(cfg.paths.metrics).read_text())
+    # Every evaluate metric (paths.metrics holds the headline ones only).
+    metrics = json.loads((project.path(cfg.paths.plots) / EVALUATION).read_text())
     inputs = task.export_inputs(cfg, project.path(cfg.paths.data))
     with atomic_dir(project.path(cfg.paths.export)) as out:
         exports = export_task(task, module, inputs, out)

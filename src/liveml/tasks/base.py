@@ -228,7 +228,15 @@ class Task(ABC):
         return [None] * len(examples)
 
     # --- DVC views (optional) ----------------------------------------------------------------
+    # Evaluate metrics `dvc metrics show` / `dvc exp show` list besides the headline metric,
+    # the keys `task.targets` names and `meets_scope` (top-level numbers only). Every metric
+    # `evaluate` returns, these or not, is kept in `<plots_dir>/evaluation.json` and the card.
+    dvc_metrics: ClassVar[tuple[str, ...]] = ()
+
     def plots(self, plots_dir: str) -> list[dict]:
         """Top-level `plots:` entries of dvc.yaml for the plot data `evaluate` writes into
-        `plots_dir` (a project-relative path), e.g. [{"<plots_dir>/confusion.csv": {...}}]."""
+        `plots_dir` (a project-relative path), e.g. [{"<plots_dir>/confusion.csv": {
+        "template": "confusion", "x": "predicted", "y": "actual", "title": ...}}]: each names its
+        files, template, x/y fields (columns the files have) and title. Only the files named
+        here are drawn; `dvc plots show` must render each without error (tests check it)."""
         return []

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+from collections import Counter
 from importlib import resources
 from itertools import combinations, pairwise
 from pathlib import Path
@@ -64,6 +65,7 @@ def embed_json(obj) -> str:
 def report_data(table: Table, repo: str | Path | None = None, title: str = "") -> dict:
     """Everything the page draws: the table, each run's flat config/code/data, curves, git."""
     metrics = table.of_kind("metric")
+    headline = headline_metric(table.runs, metrics)
     return {
         "title": title,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -71,7 +73,9 @@ def report_data(table: Table, repo: str | Path | None = None, title: str = "") -
         "rows": [{k: row[k] for k in table.keys if k in row} for row in table.rows],
         "params": table.of_kind("param"),
         "metrics": metrics,
-        "default_metric": next((m for m in metrics if m.startswith("val/")), None)
+        "headline": headline,
+        "default_metric": (headline or {}).get("metric")
+        or next((m for m in metrics if m.startswith("val/")), None)
         or (metrics[0] if metrics else None),
         "runs": {
             r.id: {
@@ -84,6 +88,26 @@ def report_data(table: Table, repo: str | Path | None = None, title: str = "") -
         "curves": {r.id: read_curves(r.folder / METRICS_CSV, metrics) for r in table.runs},
         "git": git_pairs(table.runs, repo),
     }
+
+
+def headline_metric(runs: list[Run], metrics: list[str]) -> dict | None:
+    """{"metric", "higher_is_better"} of the headline metric of the runs' most common task (the
+    task contract's `headline`), as the runs log it: `val/<name>`, `<name>` or `<split>/<name>`;
+    None when no task of the runs is installed or none logs its headline metric."""
+    from liveml.core.errors import ConfigError
+    from liveml.tasks import get_task
+
+    for name, _ in Counter(r.task for r in runs if r.task).most_common():
+        try:
+            headline = get_task(name).headline
+        except (ConfigError, ImportError, AttributeError):
+            continue  # a task of another project, or one that no longer loads: no headline
+        found = next(
+            (m for m in (f"val/{headline.metric}", headline.metric) if m in metrics), None
+        ) or next((m for m in metrics if m.rsplit("/", 1)[-1] == headline.metric), None)
+        if found:
+            return {"metric": found, "higher_is_better": headline.higher_is_better}
+    return None
 
 
 def read_curves(path: Path, metrics: list[str]) -> dict[str, list[list[float]]]:

@@ -7,6 +7,8 @@ only within one fingerprint) and a reproduction can tell what changed.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +32,13 @@ ENV_PACKAGES = ("torch", "torchvision", "torchaudio", "lightning", "numpy")
 # A commit as run records hold it: a full or abbreviated SHA-1/SHA-256 object name. Anything
 # else in a record (e.g. `--output=/path`) must never reach git, where it would be an option.
 COMMIT_RE = re.compile(r"[0-9a-fA-F]{7,64}")
+
+# The most bytes of uncommitted changes a run record stores (`code_patch`): enough for edits
+# of source files, not for a dataset or a model left untracked in the tree.
+PATCH_MAX_BYTES = 1 << 20
+
+# What a code state is, and all that the fingerprint hashes of it.
+CODE_KEYS = ("commit", "dirty", "diff_sha256")
 
 
 def is_commit(value: Any) -> bool:
@@ -61,10 +70,19 @@ def code_state(root: str | os.PathLike, exclude: Iterable[str] = PIPELINE_WRITTE
     `diff_sha256` hashes `git diff HEAD` plus the untracked files' paths and contents (None when
     clean). Paths in `exclude` (relative to `root`) are left out. Outside git: all None.
     """
+    return code_state_and_patch(root, exclude, patch=False)[0]
+
+
+def code_state_and_patch(
+    root: str | os.PathLike, exclude: Iterable[str] = PIPELINE_WRITTEN, *, patch: bool = True
+) -> tuple[dict, dict | None]:
+    """`code_state` plus, for a dirty tree, the difference itself (`code_patch`), from one look
+    at the tree: a patch that `git apply --binary` on a clean checkout of the commit turns
+    into the same tree (the same `diff_sha256`). None when clean or outside git."""
     root = Path(root).resolve()
     top = _git(root, "rev-parse", "--show-toplevel")
     if top.returncode != 0:
-        return {"commit": None, "dirty": None, "diff_sha256": None}
+        return {"commit": None, "dirty": None, "diff_sha256": None}, None
     head = _git(root, "rev-parse", "--verify", "-q", "HEAD")
     commit = head.stdout.decode().strip() if head.returncode == 0 else None
 
@@ -80,7 +98,7 @@ def code_state(root: str | os.PathLike, exclude: Iterable[str] = PIPELINE_WRITTE
     files = sorted(f for f in untracked.stdout.decode().split("\0") if f)
 
     if not diff.stdout and not files:
-        return {"commit": commit, "dirty": False, "diff_sha256": None}
+        return {"commit": commit, "dirty": False, "diff_sha256": None}, None
     h = hashlib.sha256(diff.stdout)
     for rel in files:
         p = root / rel
@@ -88,7 +106,89 @@ def code_state(root: str | os.PathLike, exclude: Iterable[str] = PIPELINE_WRITTE
         # A file can vanish between listing and reading (another process); hash what is there.
         if p.is_file():
             h.update(hashlib.sha256(p.read_bytes()).digest())
-    return {"commit": commit, "dirty": True, "diff_sha256": h.hexdigest()}
+    state = {"commit": commit, "dirty": True, "diff_sha256": h.hexdigest()}
+    if not patch:
+        return state, None
+    return state, _patch(root, diff.stdout, files)
+
+
+def _patch(root: Path, diff: bytes, untracked: list[str]) -> dict:
+    """The `code_patch` of a dirty tree: the tracked diff plus a new-file diff per untracked
+    file, as text (or base64 when not UTF-8); over PATCH_MAX_BYTES only why it was left out."""
+    sizes = 0
+    for rel in untracked:
+        with contextlib.suppress(OSError):
+            sizes += (root / rel).stat().st_size
+    if len(diff) + sizes > PATCH_MAX_BYTES:  # before running git per file: far too big anyway
+        return _omitted(len(diff) + sizes)
+    # The tracked diff names paths from the top of the git repo; so must the new-file diffs.
+    prefix = _git(root, "rev-parse", "--show-prefix").stdout.decode().strip()
+    top = Path(_git(root, "rev-parse", "--show-toplevel").stdout.decode().strip())
+    parts = [diff]
+    for rel in untracked:
+        # Exit status 1 means "they differ", which a new file always does.
+        out = _git(
+            top,
+            "diff",
+            "--no-index",
+            "--binary",
+            "--no-ext-diff",
+            "--no-color",
+            "--",
+            "/dev/null",
+            prefix + rel,
+        )
+        if out.returncode not in (0, 1):
+            raise RuntimeError(f"git diff of the untracked {rel} failed: {out.stderr.decode()}")
+        parts.append(out.stdout)
+    data = b"".join(parts)
+    if len(data) > PATCH_MAX_BYTES:
+        return _omitted(len(data))
+    try:
+        text, encoding = data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(data).decode("ascii"), "base64"
+    return {
+        "patch": text,
+        "encoding": encoding,
+        "bytes": len(data),
+        # The first `tracked_bytes` bytes are `git diff HEAD` (files in the index: re-created
+        # with `git apply --index`), the rest new-file diffs of the untracked files.
+        "tracked_bytes": len(diff),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "omitted": None,
+    }
+
+
+def _omitted(size: int) -> dict:
+    return {
+        "patch": None,
+        "encoding": None,
+        "bytes": size,
+        "tracked_bytes": None,
+        "sha256": None,
+        "omitted": f"the uncommitted changes are {size} bytes, over the {PATCH_MAX_BYTES}-byte "
+        "bound (PATCH_MAX_BYTES) for storing them in the run record",
+    }
+
+
+def patch_bytes(code_patch: Mapping | None) -> bytes | None:
+    """The stored patch of a record's `code_patch` as bytes: None when none is stored, or when
+    what is stored is not what was recorded (bad base64, another sha256: an edited record)."""
+    if not isinstance(code_patch, Mapping) or not isinstance(code_patch.get("patch"), str):
+        return None
+    text = code_patch["patch"]
+    try:
+        if code_patch.get("encoding") == "base64":
+            data = base64.b64decode(text, validate=True)
+        else:
+            data = text.encode("utf-8")
+    except ValueError:  # binascii.Error, UnicodeEncodeError (a lone surrogate)
+        return None
+    recorded = code_patch.get("sha256")
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        return None
+    return data
 
 
 def _inside(root: Path, paths: Iterable[str]) -> list[str]:
@@ -233,9 +333,15 @@ def environment(root: str | os.PathLike) -> dict:
     return env
 
 
+def code_view(code: Mapping) -> dict:
+    """The keys of a code state that the fingerprint hashes (CODE_KEYS; any other key, such
+    as a patch someone put there, is left out, so it never changes a fingerprint)."""
+    return {k: code[k] for k in CODE_KEYS if k in code}
+
+
 def fingerprint(code: Mapping, config_view: Mapping, data: Mapping) -> str:
     """sha256 of the canonical JSON of (code, config view, data): what decides the weights."""
-    payload = {"code": dict(code), "config": dict(config_view), "data": dict(data)}
+    payload = {"code": code_view(code), "config": dict(config_view), "data": dict(data)}
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
@@ -243,7 +349,7 @@ def fingerprint_parts(code: Mapping, config_view: Mapping, data: Mapping) -> dic
     """sha256 of each of the fingerprint's three inputs: which of code, hyperparameters and
     data two runs differ in, at a glance (W&B groups and compares by these)."""
     return {
-        "code": hashlib.sha256(canonical_json(dict(code))).hexdigest(),
+        "code": hashlib.sha256(canonical_json(code_view(code))).hexdigest(),
         "config": hashlib.sha256(canonical_json(dict(config_view))).hexdigest(),
         "data": hashlib.sha256(canonical_json(dict(data))).hexdigest(),
     }
@@ -310,7 +416,7 @@ def new_record(cfg, project: Project, data_paths: Iterable[str]) -> dict:
     from liveml.core.config import fingerprint_view, to_dict
 
     config = to_dict(cfg) if not isinstance(cfg, dict) else cfg
-    code = code_state(project.root, exclude=pipeline_outputs(config, project))
+    code, patch = code_state_and_patch(project.root, exclude=pipeline_outputs(config, project))
     data = data_hashes(project.root, data_paths)
     view = fingerprint_view(config)
     fp = fingerprint(code, view, data)
@@ -322,6 +428,9 @@ def new_record(cfg, project: Project, data_paths: Iterable[str]) -> dict:
         "fingerprint": fp,
         "fingerprint_parts": fingerprint_parts(code, view, data),
         "code": code,
+        # The uncommitted changes themselves (None when clean), outside `code` so that the
+        # fingerprint, W&B's config, the compare table and its index keep only the hash.
+        "code_patch": patch,
         "config": config,
         "data": data,
         "environment": environment(project.root),

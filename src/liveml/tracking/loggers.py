@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -122,6 +122,88 @@ class FlushMetricsCSV(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self.csv.flush()
+
+
+class LineProgressBar(ProgressBar):
+    """Lightning's progress bar when stderr is not a terminal: a plain line every few seconds,
+    `train mytask: epoch 3/30 (batch 12/40), 45 s elapsed, ~5 min left` (`liveml.core.progress`),
+    instead of tqdm's carriage returns, which a log file shows as one endless line. `silent`:
+    no output at all (`LIVEML_PROGRESS=off`)."""
+
+    def __init__(self, label: str, silent: bool = False):
+        super().__init__()
+        self.label = label
+        self.enabled = not silent
+        self.progress = None
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def _unit(self, trainer) -> tuple[str, int | None]:
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            return "epoch", int(trainer.max_epochs)
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            return "step", int(trainer.max_steps)
+        return "epoch", None
+
+    def _report(self, trainer, batches_done: int) -> None:
+        if self.progress is None:
+            return
+        unit, total = self._unit(trainer)
+        if unit == "step":
+            done = float(trainer.global_step)
+            self.progress.update(done, f"step {int(done)}/{total}")
+            return
+        epoch = int(trainer.current_epoch)
+        per_epoch = self.total_train_batches
+        finite = isinstance(per_epoch, int) or (isinstance(per_epoch, float) and per_epoch < 1e18)
+        frac = min(batches_done / per_epoch, 1.0) if finite and per_epoch else 0.0
+        shown = min(epoch + 1, total) if total else epoch + 1
+        text = f"epoch {shown}/{total}" if total else f"epoch {shown}"
+        if finite and per_epoch and 0 < batches_done < per_epoch:
+            text += f" (batch {batches_done}/{int(per_epoch)})"
+        self.progress.update(epoch + frac, text)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not self.enabled or not trainer.is_global_zero:
+            return
+        from liveml.core.progress import Progress
+
+        unit, total = self._unit(trainer)
+        done = trainer.global_step if unit == "step" else trainer.current_epoch
+        self.progress = Progress(self.label, total, item=unit, initial=float(done))
+        self._report(trainer, 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._report(trainer, batch_idx + 1)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.progress is not None and self._unit(trainer)[0] == "epoch":
+            _, total = self._unit(trainer)
+            done = int(trainer.current_epoch) + 1
+            self.progress.update(done, f"epoch {done}/{total}" if total else f"epoch {done}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.progress is not None:
+            self.progress.close(failed=True)
+            self.progress = None
+
+
+def progress_callbacks(label: str) -> list[Callback]:
+    """The progress bar of a training run: none on a terminal (Lightning's own tqdm bar), else
+    `LineProgressBar` (plain lines, or nothing with `LIVEML_PROGRESS=off`)."""
+    from liveml.core.progress import mode
+
+    shown = mode()
+    return [] if shown == "bar" else [LineProgressBar(label, silent=shown == "off")]
 
 
 def _number(v: Any) -> Any:
@@ -310,8 +392,10 @@ class Tracking:
         csv_logger: MetricsCSVLogger,
         wandb: BackgroundWandb | None = None,
         mode: str = "disabled",
+        label: str = "train",
     ):
         self.csv = csv_logger
+        self.label = label
         self.wandb = wandb
         self.mode = mode
         self.closed = False
@@ -322,8 +406,9 @@ class Tracking:
 
     @property
     def callbacks(self) -> list[Callback]:
-        """Callbacks the trainer needs for these loggers (the CSV's epoch-boundary writes)."""
-        return [FlushMetricsCSV(self.csv)]
+        """Callbacks the trainer needs for these loggers (the CSV's epoch-boundary writes) and
+        the run's progress report (`progress_callbacks`)."""
+        return [FlushMetricsCSV(self.csv), *progress_callbacks(self.label)]
 
     def planned(self) -> dict:
         """What the record keeps about the W&B run, without waiting for it: the id it is
@@ -393,9 +478,12 @@ def open_tracking(
     csv_logger = MetricsCSVLogger(run_dir / METRICS_CSV, resume=resume)
     if not resume:
         csv_logger.write()  # start a fresh, empty log (drops a stale one)
+    label = f"train {cfg.task.name}"
+    if is_mlflow(cfg):  # logger=mlflow: an MLflow run instead of W&B (see open_mlflow)
+        return open_mlflow(cfg, record, run_dir, csv_logger, label, project=project, resume=resume)
     mode = wandb_mode(cfg)
     if mode == "disabled":
-        return Tracking(csv_logger, None, mode)
+        return Tracking(csv_logger, None, mode, label)
 
     from liveml.core.config import to_dict
 
@@ -425,4 +513,198 @@ def open_tracking(
         "mode": mode,
     }
     wandb = BackgroundWandb(init, id_file, resumed_id, _new_wandb_id(), str(wandb_dir))
-    return Tracking(csv_logger, wandb, mode)
+    return Tracking(csv_logger, wandb, mode, label)
+
+
+# --- logger=mlflow: an MLflow run instead of W&B -------------------------------------------
+
+MLFLOW_ID_FILE = "mlflow_id"
+
+
+def is_mlflow(cfg) -> bool:
+    """True when `logger.dir` is an MLflow tracking URI (`scheme://...`, e.g. conf/logger/
+    mlflow.yaml's `sqlite:///mlflow/mlflow.db`): the run goes to MLflow; a folder is W&B's."""
+    return "://" in str(cfg.logger.dir)
+
+
+def mlflow_tracking_uri(cfg, project: Project) -> str:
+    """`logger.dir`; a relative SQLite path (`sqlite:///mlflow/mlflow.db`) is under the
+    project's home (its folder is created). MLFLOW_TRACKING_URI is not read: MLflow sets it
+    itself in every process that chose a store, so another run's choice would leak in; pass
+    it as `logger.dir=$MLFLOW_TRACKING_URI`."""
+    uri = str(cfg.logger.dir)
+    if uri.startswith("sqlite:///"):
+        path = project.home_path(uri[len("sqlite:///") :])  # `sqlite:////abs` stays absolute
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{path}"
+    return uri
+
+
+def mlflow_tags(record: Mapping) -> dict[str, str]:
+    """The run record's lineage as MLflow tags (`liveml.*`), plus MLflow's own git commit tag,
+    which `mlflow ui` shows in its run table (the run's name, the liveml run id, is set apart)."""
+    code = record.get("code") or {}
+    sweep = record.get("sweep") or {}
+    parts = record.get("fingerprint_parts") or {}
+    tags: dict[str, Any] = {
+        "mlflow.source.git.commit": code.get("commit"),
+        "liveml.run_id": record.get("run_id"),
+        "liveml.task": record.get("task"),
+        "liveml.created": record.get("created"),
+        "liveml.fingerprint": record.get("fingerprint"),
+        **{f"liveml.fingerprint.{k}": v for k, v in parts.items()},
+        "liveml.commit": code.get("commit"),
+        "liveml.dirty": code.get("dirty"),
+        "liveml.diff_sha256": code.get("diff_sha256"),
+        **{f"liveml.data.{path}": h for path, h in (record.get("data") or {}).items()},
+    }
+    if isinstance(sweep, Mapping):
+        for key in ("name", "kind", "job", "experiment"):
+            tags["liveml.sweep" + ("" if key == "name" else f".{key}")] = sweep.get(key)
+    return {k: _tag_value(v) for k, v in tags.items() if v is not None}
+
+
+def mlflow_params(config: Mapping) -> dict[str, str]:
+    """The resolved config flattened to MLflow params, keyed as `liveml compare` keys them
+    (`model.lr`); values as in config.yaml's JSON form (lists `[8, 16]`, `null`, `true`)."""
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = _tag_value(node)
+
+    walk(config, "")
+    return out
+
+
+def _tag_value(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, default=str)
+
+
+def _mlflow_logger_class():
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class MLflowRunLogger(MLFlowLogger):
+        """Lightning's MLFlowLogger; the run's params are the resolved config, logged once at
+        the start (`open_mlflow`), so the module's own hyperparameters are not logged again."""
+
+        @rank_zero_only
+        def log_hyperparams(self, params, *args, **kwargs) -> None:
+            """The params are logged at the start (see the class)."""
+
+    return MLflowRunLogger
+
+
+class MLflowTracking(Tracking):
+    """The loggers of a run tracked in MLflow (`logger=mlflow`): Lightning's MLFlowLogger plus
+    the CSV log. Lightning ends the MLflow run when the fit ends (FINISHED, or FAILED on an
+    error); `finish`/`close` end it when the fit did not, and add the final summary as tags.
+    MLflow calls are synchronous (each logging call is one write to its store)."""
+
+    def __init__(self, csv_logger: MetricsCSVLogger, mlflow_logger, label: str):
+        super().__init__(csv_logger, None, "disabled", label)  # no W&B run
+        self.mlflow = mlflow_logger
+
+    @property
+    def loggers(self) -> list:
+        return [self.mlflow, self.csv]
+
+    def summary(self, **values: Any) -> None:
+        from mlflow.entities import RunTag
+
+        tags = [
+            RunTag(f"liveml.{k.removeprefix('liveml_')}", _tag_value(v)) for k, v in values.items()
+        ]
+        self.mlflow.experiment.log_batch(self.mlflow.run_id, tags=tags)
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Write the CSV; end the MLflow run if still running (FAILED when `exit_code`, also
+        after a fit that ended well). An MLflow failure after a failed run is only reported."""
+        self.csv.write()
+        try:
+            client, run_id = self.mlflow.experiment, self.mlflow.run_id
+            if exit_code or client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "FAILED" if exit_code else "FINISHED")
+        except Exception as e:
+            if exit_code == 0:
+                raise
+            print(f"liveml: MLflow: {e}", file=sys.stderr, flush=True)
+
+
+def open_mlflow(
+    cfg,
+    record: dict,
+    run_dir: str | os.PathLike,
+    csv_logger: MetricsCSVLogger,
+    label: str,
+    *,
+    project: Project | None = None,
+    resume: bool = False,
+) -> Tracking:
+    """Start the MLflow run of one training (`logger=mlflow`) and note it in `record["mlflow"]`
+    (run id, experiment, tracking and artifact URIs).
+
+    The run is named by the liveml run id, in the experiment `logger.project` of the store
+    `logger.dir` (see `mlflow_tracking_uri`; a SQLite store keeps artifacts in `artifacts/`
+    beside its file); its tags hold the lineage (`mlflow_tags`), its params the resolved config
+    (`mlflow_params`). With `resume`, the MLflow run of the killed process (its id in
+    `run_dir/mlflow_id`) continues. `logger.mode: disabled` starts no MLflow run.
+    """
+    if cfg.logger.mode == "disabled":
+        record["mlflow"] = None
+        return Tracking(csv_logger, None, "disabled", label)
+    from mlflow.entities import Param, RunTag
+    from mlflow.exceptions import MlflowException
+
+    from liveml.core.config import to_dict
+
+    project = project or Project.find()
+    uri = mlflow_tracking_uri(cfg, project)
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
+    id_file = Path(run_dir) / MLFLOW_ID_FILE
+    resumed = id_file.read_text().strip() if resume and id_file.is_file() else None
+    tags = mlflow_tags(record)
+
+    def logger(run_id: str | None):
+        return _mlflow_logger_class()(
+            experiment_name=cfg.logger.project,
+            run_name=record.get("run_id"),
+            tracking_uri=uri,
+            tags=dict(tags),
+            artifact_location=artifacts,
+            run_id=run_id,
+        )
+
+    mlf = logger(resumed)
+    try:
+        run_id = mlf.run_id
+    except MlflowException:  # the resumed run is not in this store (any more): a new run
+        mlf = logger(None)
+        run_id = mlf.run_id
+    client = mlf.experiment
+    run = client.get_run(run_id)
+    if resumed == run_id:
+        client.update_run(run_id, status="RUNNING")
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    # Params are write-once in MLflow: a resumed run only gets those it lacks.
+    config = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
+    limit = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+    params = [
+        Param(k, v[:limit]) for k, v in mlflow_params(config).items() if k not in run.data.params
+    ]
+    for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=params[i : i + 100])
+    atomic_write_text(id_file, run_id)
+    record["mlflow"] = {
+        "run_id": run_id,
+        "experiment": cfg.logger.project,
+        "experiment_id": mlf.experiment_id,
+        "tracking_uri": uri,
+        "artifact_uri": run.info.artifact_uri,
+    }
+    return MLflowTracking(csv_logger, mlf, label)

@@ -1,4 +1,5 @@
-"""Which sweep a run belongs to: a Hydra multirun job or a DVC experiment.
+"""Which sweep a run belongs to: a Hydra multirun job, a DVC experiment, a reproduction, or a
+cell of `liveml explain` (kind `explain`).
 
 Every run record carries `sweep` = None or {name, kind, job, overrides, experiment}: the name
 groups runs (W&B group, `liveml compare --sweep`), the overrides say what the sweep varied.
@@ -53,6 +54,18 @@ def reproduction(run_id: str) -> dict:
         "kind": "reproduce",
         "job": None,
         "overrides": {},
+        "experiment": None,
+    }
+
+
+def explain(a: str, b: str, job: int, sides: dict[str, str]) -> dict:
+    """One cell of `liveml explain A B`: `sides` says whose code, config and data it has
+    ({"code": "A", "config": "B", "data": "A"}); all cells of one pair form one sweep."""
+    return {
+        "name": f"explain/{a}..{b}",
+        "kind": "explain",
+        "job": int(job),
+        "overrides": {part: str(side) for part, side in sides.items()},
         "experiment": None,
     }
 

@@ -5,6 +5,10 @@ Composes the project's conf/ (found from $LIVEML_ROOT or the cwd), checks it, an
 record and W&B run, grouped by the sweep folder (`tracking.sweeps`); the job returns its record,
 which is how a sweeper such as Optuna reads the metric.
 
+Progress: each job's training reports itself (`liveml.core.progress`); in a sweep, its lines
+name the job (`job 3/20: train mytask: epoch 2/30, ...`). Lightning's INFO lines print once:
+see `_lightning_logs_once`.
+
 Before Hydra sees the command line, `check_overrides` composes the (first job's) overrides with
 liveml's `compose`, so a misspelt key gets liveml's message (the keys allowed there), exit 2.
 """
@@ -12,6 +16,8 @@ liveml's `compose`, so a misspelt key gets liveml's message (the keys allowed th
 from __future__ import annotations
 
 import sys
+
+from liveml.core import progress
 
 
 def _job(cfg, project) -> dict:
@@ -31,12 +37,42 @@ def _job(cfg, project) -> dict:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     out_dir = f"{hc.runtime.output_dir}/model"
-    record = train(checked, out_dir=out_dir, project=project, sweep=hydra_sweep(project))
+    _lightning_logs_once()
+    sweep = hydra_sweep(project)
+    job = _job_name(hc) if sweep else None
+    if job:
+        shown = " ".join(hc.overrides.task)
+        print(f"{job}: started ({shown or 'no overrides'})", file=sys.stderr, flush=True)
+    with progress.prefixed(job):
+        record = train(checked, out_dir=out_dir, project=project, sweep=sweep)
     print(
         f"trained run {record['run_id']} (fingerprint {record['fingerprint'][:16]}, "
         f"{record.get('status')}) -> {out_dir}; metrics: {record['metrics']}"
     )
     return record
+
+
+def _job_name(hc) -> str:
+    """`job 3/20` (or `job 3` when the sweep's size is unknown) of a multirun job."""
+    number = int(hc.job.num) + 1
+    total = None
+    try:  # sweepers that know their size say so (the Optuna sweeper's n_trials)
+        total = int(hc.sweeper.get("n_trials"))
+    except (TypeError, ValueError, AttributeError):
+        total = None
+    return f"job {number}/{total}" if total else f"job {number}"
+
+
+def _lightning_logs_once() -> None:
+    """Lightning prints its INFO lines (`GPU available: ...`) through a console handler of its
+    own on the `lightning` logger, and passes them on to the root logger when that had handlers
+    at Lightning's import, which Hydra's job logging gives it: every line twice. Keep
+    Lightning's own line only (its records stop at the `lightning` logger)."""
+    import logging
+
+    import lightning  # noqa: F401 -- its import installs the handler kept here
+
+    logging.getLogger("lightning").propagate = False
 
 
 def first_job_overrides(argv: list[str]) -> list[str] | None:

@@ -206,13 +206,13 @@ def load_trained(model_dir: str | os.PathLike, *, check_hash: bool = True) -> tu
     """
     import torch
 
-    from liveml.core.config import check
+    from liveml.core.config import check, upgraded
     from liveml.tasks import get_task
     from liveml.tracking.lineage import weights_sha256
 
     model_dir = Path(model_dir)
     record = _read_json(model_dir / RECORD)
-    cfg = check(record["config"], source=str(model_dir / RECORD))
+    cfg = check(upgraded(record["config"]), source=str(model_dir / RECORD))
     state = torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True)
     if check_hash and record.get("weights_sha256") not in (None, weights_sha256(state)):
         raise ValueError(

@@ -94,17 +94,32 @@ class DefectsTask(Task):
     def speed_metrics(self, cfg: Any, speed: Any) -> dict:
         return speed.metrics("throughput_ips")  # images per second
 
+    # DVC lists the mean mAP next to the headline mAP@0.5 and the targets' speed figures.
+    dvc_metrics = ("map",)
+
     def plots(self, plots_dir: str) -> list[dict]:
         # The classes of conf/task/defects.yaml: one precision-recall curve each (evaluate
         # writes pr/<class>.csv for every class of the run's config).
         curves = {f"{plots_dir}/pr/{c}.csv": "precision" for c in ("scratch", "crack", "spot")}
         return [
-            {"precision_recall_iou50": {"template": "simple", "x": "recall", "y": curves}},
+            {
+                "defects_precision_recall": {
+                    "template": "simple",
+                    "x": "recall",
+                    "y": curves,
+                    "title": "defects: precision vs recall per class (test split, IoU 0.5)",
+                    "x_label": "recall",
+                    "y_label": "precision",
+                }
+            },
             {
                 f"{plots_dir}/confusion.csv": {
                     "template": "confusion",
                     "x": "predicted",
                     "y": "actual",
+                    "title": "defects: confusion of boxes matched at IoU 0.5 (test split)",
+                    "x_label": "predicted class",
+                    "y_label": "actual class",
                 }
             },
         ]

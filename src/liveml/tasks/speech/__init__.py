@@ -98,10 +98,32 @@ class SpeechTask(Task):
 
         return speed_metrics(speed, int(cfg.data.sample_rate))
 
+    # DVC lists the WER next to the headline CER and the targets' speed figures.
+    dvc_metrics = ("wer",)
+
     def plots(self, plots_dir: str) -> list[dict]:
-        # CER per SNR bucket (evaluate writes cer_by_snr.csv with columns snr, cer, clips).
-        by_snr = {f"{plots_dir}/cer_by_snr.csv": "snr"}
-        return [{"speech_cer_by_snr": {"template": "bar_horizontal", "x": "cer", "y": by_snr}}]
+        # CER per group of each recording condition: evaluate writes cer_by_<condition>.csv
+        # with the columns <condition>, cer, clips (speech.evaluation.write_plots).
+        conditions = {
+            "snr": "SNR range",
+            "reverb": "reverberation",
+            "accent": "accent",
+            "voice": "voice",
+            "kind": "utterance kind",
+        }
+        return [
+            {
+                f"speech_cer_by_{cond}": {
+                    "template": "bar_horizontal",
+                    "x": "cer",
+                    "y": {f"{plots_dir}/cer_by_{cond}.csv": cond},
+                    "title": f"speech: CER by {words} (test split)",
+                    "x_label": "character error rate",
+                    "y_label": words,
+                }
+            }
+            for cond, words in conditions.items()
+        ]
 
     def intended_use(self, cfg: Any) -> str:
         return (
