@@ -138,6 +138,7 @@ def test_model_diff_reports_a_hyperparameter_change(tiny_repo: Path, tmp_path: P
     assert git_state(tiny_repo) == before
 
 
+@pytest.mark.slow
 def test_model_diff_runs_the_changes_own_code_and_fails_with_its_error(
     tiny_repo: Path, tmp_path: Path
 ):

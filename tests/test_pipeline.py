@@ -145,6 +145,7 @@ def test_conf_edit_without_params_stops_with_the_fix(project: Path):
         run(["git", "checkout", "conf"], project)
 
 
+@pytest.mark.slow
 def test_a_task_trainer_edit_reruns_exactly_that_task_model_stages(project: Path):
     task = TASKS[0]
     set_values(project / "conf", f"trainer/{task}.yaml", {"max_epochs": 3})
@@ -167,6 +168,7 @@ def test_a_task_trainer_edit_reruns_exactly_that_task_model_stages(project: Path
         run(["dvc", "checkout", "-f"], project)
 
 
+@pytest.mark.slow
 def test_dvc_exp_run_with_set_param_composes_from_conf(project: Path):
     """DVC's own Hydra composition of conf/pipeline.yaml finds liveml's packaged groups."""
     task = TASKS[0]

@@ -161,6 +161,7 @@ def s3_endpoint() -> Iterator[str]:
         server.stop()
 
 
+@pytest.mark.slow
 def test_s3_remote_round_trip_data_and_pipeline_output(
     tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,6 +77,7 @@ print(json.dumps({"weights": record["weights_sha256"],
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not X86, reason="the AVX2 pin applies to x86-64 only")
 def test_the_pin_decides_the_weights_and_the_record_says_so(
     tiny_trainable, tiny_overrides, tmp_path

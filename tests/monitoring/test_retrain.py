@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -79,6 +80,7 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_drift_loop_end_to_end(tiny_pipeline: Path, tmp_path: Path, monkeypatch) -> None:
     from liveml.core.config import compose
     from liveml.core.project import Project

@@ -168,6 +168,7 @@ def comment_out(repo: Path, rel: str = MODULE, note: str = "no effect on the wei
     path.write_text(path.read_text() + f"\n# {note}\n")
 
 
+@pytest.mark.slow
 def test_no_op_code_and_hyperparameter_changes_explain_nothing(repo: Path, tmp_path: Path):
     """A = the pipeline's speech run (clean tree). B = trained with an uncommitted comment
     edit and an untracked file (code), and another logging interval (a hyperparameter that does
@@ -280,6 +281,7 @@ def test_the_command_keeps_the_cli_conventions(repo: Path, monkeypatch, capsys):
     assert plan["headline"] == "val/cer"
 
 
+@pytest.mark.slow
 def test_incompatible_cells_are_named_not_crashed_on(repo: Path):
     """B renames a model key in its (uncommitted) code and config: code A cannot take config B
     and code B cannot take config A. Both crossed cells are marked incompatible with the error,

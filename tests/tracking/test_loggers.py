@@ -235,6 +235,7 @@ def test_wandb_that_fails_to_start_stops_the_training_at_its_next_log(tmp_path):
     bg.join()
 
 
+@pytest.mark.slow
 def test_a_killed_training_leaves_its_wandb_run_finished_as_failed(tiny_project, tmp_path):
     """The W&B process outlives a SIGKILLed training only to finish its run (exit code 1)."""
     import os

@@ -50,6 +50,7 @@ def run_of(wandb_dir: str):
     return f, runs
 
 
+@pytest.mark.slow
 def test_grid_gives_each_job_its_own_record_and_wandb_run(tiny_trainable, tiny_overrides):
     multirun(tiny_trainable, *tiny_overrides, *ONE_EPOCH, "model.lr=0.001,0.003", "seed=0,1")
     recs = records(tiny_trainable)
@@ -101,6 +102,7 @@ def test_a_failing_job_finishes_its_own_wandb_run_only(tiny_trainable, tiny_over
     assert list(codes.values()) == [[1]]  # the failed job's own run, finished as failed
 
 
+@pytest.mark.slow
 def test_parallel_launcher_runs_jobs_in_worker_processes(tiny_trainable, tiny_overrides):
     out = multirun(
         tiny_trainable,
@@ -154,6 +156,7 @@ def luminance(data_dir: Path) -> float:
     return float(np.mean([np.asarray(Image.open(f).convert("L")) for f in files]))
 
 
+@pytest.mark.slow
 def test_data_recipe_sweep_trains_each_job_on_its_own_data(tiny_trainable, tiny_overrides):
     # The pipeline's recipe is the tiny one: brightness 1.0 is the DVC-tracked data at
     # paths.data, brightness 0.5 is generated on demand for its job.

@@ -86,6 +86,7 @@ def _job_dirs(root: Path) -> set[str]:
     return {p.name for p in (root / SWEEP).iterdir() if p.is_dir()}
 
 
+@pytest.mark.slow
 def test_a_search_completes_and_names_the_best_trial(tiny_trainable, tiny_overrides):
     root = tiny_trainable.root
     _sweep(root, tiny_overrides, "hydra.sweeper.n_trials=3")

@@ -86,6 +86,7 @@ def test_initial_weights_depend_on_the_seed_only(tiny_speech_recipe):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_tiny_model_overfits_four_clips(tiny_speech_recipe, tiny_speech_data):
     """CTC training works end to end: 4 clips are learnt to a low CER within seconds."""
