@@ -8,49 +8,13 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from liveml.tracking.loggers import MetricsCSVLogger, open_tracking, wandb_mode
+from tinymodule import Tiny
 
 from wandbfile import exit_codes, wandb_file, wandb_records
 
 RECORD = {"run_id": "20261124-153012-ab12cd34", "task": "defects", "fingerprint": "ab" * 32}
-
-
-class Tiny(L.LightningModule):
-    """A linear regression: Lightning's loop and logging in milliseconds."""
-
-    def __init__(self, fail_at_step: int | None = None):
-        super().__init__()
-        self.layer = nn.Linear(4, 1)
-        self.fail_at_step = fail_at_step
-
-    def training_step(self, batch, i):
-        if self.global_step == self.fail_at_step:
-            raise RuntimeError("boom")
-        x, y = batch
-        loss = nn.functional.mse_loss(self.layer(x), y)
-        self.log("train/loss", loss)
-        return loss
-
-    def validation_step(self, batch, i):
-        x, y = batch
-        self.log("val/loss", nn.functional.mse_loss(self.layer(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def _loader(self):
-        g = torch.Generator().manual_seed(0)
-        return DataLoader(TensorDataset(torch.randn(16, 4, generator=g), torch.randn(16, 1)), 4)
-
-    def train_dataloader(self):
-        return self._loader()
-
-    def val_dataloader(self):
-        return self._loader()
 
 
 def fit(module, loggers) -> None:

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from liveml.tracking.loggers import (
     MLFLOW_ID_FILE,
@@ -22,6 +19,7 @@ from liveml.tracking.loggers import (
     mlflow_tracking_uri,
     open_tracking,
 )
+from tinymodule import Tiny
 
 pytest.importorskip("mlflow")  # a dev dependency (pyproject's dev extra)
 
@@ -65,30 +63,6 @@ def search(uri: str, run_id: str):
         filter_string=f"tags.`liveml.run_id` = '{run_id}'",
         output_format="list",
     )
-
-
-class Tiny(L.LightningModule):
-    """A linear regression: Lightning's loop and logging in milliseconds."""
-
-    def __init__(self, fail_at_step: int | None = None):
-        super().__init__()
-        self.layer = nn.Linear(4, 1)
-        self.fail_at_step = fail_at_step
-
-    def training_step(self, batch, i):
-        if self.global_step == self.fail_at_step:
-            raise RuntimeError("boom")
-        x, y = batch
-        loss = nn.functional.mse_loss(self.layer(x), y)
-        self.log("train/loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def train_dataloader(self):
-        g = torch.Generator().manual_seed(0)
-        return DataLoader(TensorDataset(torch.randn(16, 4, generator=g), torch.randn(16, 1)), 4)
 
 
 def fit(module, loggers) -> None:

@@ -97,7 +97,7 @@ def clean_stale_temps(
     return removed
 
 
-def _sweep_once(folder: Path) -> None:
+def sweep_once(folder: Path) -> None:
     """Clean `folder` of stale temps the first time this process writes into it."""
     key = os.fspath(folder)
     if key not in _swept:
@@ -106,12 +106,21 @@ def _sweep_once(folder: Path) -> None:
             clean_stale_temps(folder)
 
 
+def temp_dir_for(path: str | os.PathLike) -> Path:
+    """A new temp folder beside `path`, named as this module's temps are (so a killed writer's
+    is recognised and cleaned); the folder's stale temps are cleaned first, once per process."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_once(path.parent)
+    return Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path next to `path`; on success fsync and rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_once(path.parent)
+    sweep_once(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -143,9 +152,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a whole folder in a temp sibling, then swap it in: a killed writer leaves no half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_once(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    tmp = temp_dir_for(path)
     try:
         yield tmp
         make_public(tmp, 0o777)

@@ -18,17 +18,15 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from liveml.core.atomic import (
     STALE_AFTER_S,
-    _sweep_once,
-    _temp_prefix,
     clean_stale_temps,
     make_public,
+    temp_dir_for,
 )
 from liveml.core.project import Project
 
@@ -184,12 +182,8 @@ class RunStore:
         A run id already taken (same second, same fingerprint) gets a `-2`, `-3`... suffix; the
         id is updated in `record`. Returns the run's folder.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        _sweep_once(self.path)  # temps of killed writers, once per process
         base = record["run_id"]
-        tmp = Path(
-            tempfile.mkdtemp(prefix=_temp_prefix(self.path / base), suffix=".tmp", dir=self.path)
-        )
+        tmp = temp_dir_for(self.path / base)  # also cleans temps of killed writers
         try:
             make_public(tmp, 0o777)
             for name, src in (files or {}).items():

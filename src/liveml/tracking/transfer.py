@@ -34,14 +34,13 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from liveml.core.atomic import _sweep_once, _temp_prefix, atomic_dir, atomic_path, make_public
+from liveml.core.atomic import atomic_dir, atomic_path, make_public, sweep_once, temp_dir_for
 from liveml.tracking.runs import (
     RECORD,
     BadRecordError,
@@ -298,8 +297,7 @@ def export_store(
         )
         _write_manifest(dest)
         return result
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent))
+    tmp = temp_dir_for(dest)
     try:
         result = _transfer(
             folders, RunStore(tmp), search, str(store.path), on_bad, skip_conflicts, None
@@ -414,7 +412,7 @@ def _transfer(
         raise ImportConflictError(result.conflicts, source_label, store.path)
     if new or fills:
         store.path.mkdir(parents=True, exist_ok=True)
-        _sweep_once(store.path)
+        sweep_once(store.path)
     for incoming in new:
         if _publish(incoming, store, result):
             result.added.append(incoming.run_id)
@@ -528,7 +526,7 @@ def _publish(incoming: _Incoming, store: RunStore, result: TransferResult) -> bo
     from liveml.tracking.index import add_published
 
     dest = store.path / incoming.run_id
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=store.path))
+    tmp = temp_dir_for(dest)
     try:
         make_public(tmp, 0o777)
         for rel in incoming.files:
@@ -758,11 +756,7 @@ def _write_manifest(folder: Path) -> None:
 def _unpack(archive: Path, store_dir: Path) -> Path:
     """Extract `archive` into a temp folder of the store (same file system: runs are renamed
     into place), with tarfile's `data` filter: no absolute paths, no links out, no devices."""
-    store_dir.mkdir(parents=True, exist_ok=True)
-    _sweep_once(store_dir)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=_temp_prefix(store_dir / "import"), suffix=".tmp", dir=store_dir)
-    )
+    tmp = temp_dir_for(store_dir / "import")
     try:
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(tmp, filter="data")
