@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # DVC stage commands call `python`/`liveml`: make them the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv chromium params repro repro-check test test-slow lint bandit format lock bench bench-serve bench-drift model-diff serve clean-venv
+.PHONY: venv chromium params repro repro-check test test-slow lint bandit format lock bench bench-serve bench-drift model-diff serve exps clean-venv
 
 # The venv is (re)built from the hashed lock whenever the lock changes.
 $(VENV)/.synced: requirements.lock requirements-bootstrap.lock pyproject.toml
@@ -82,6 +82,11 @@ model-diff: venv
 bench-serve: venv
 	$(BIN)/python bench/serve.py --task defects
 	$(BIN)/python bench/serve.py --task speech
+
+# DVC's experiments table with only the columns that differ between its rows: the plain
+# `dvc exp show` has a column for every tracked param (~240 here), far wider than a screen.
+exps: venv
+	$(BIN)/dvc exp show --only-changed
 
 # Serve the pipeline's exported models (run `make repro` first) on http://127.0.0.1:8000.
 serve: venv

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,17 +26,9 @@ from liveml.tracking.lineage import (
     weights_sha256,
 )
 
+from gitrepo import git, sh
+
 DVC = str(Path(sys.executable).parent / "dvc")
-
-
-def sh(cwd: Path, *cmd: str) -> str:
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert out.returncode == 0, f"{cmd}: {out.stdout}\n{out.stderr}"
-    return out.stdout
-
-
-def git(cwd: Path, *args: str) -> str:
-    return sh(cwd, "git", "-c", "user.email=t@liveml", "-c", "user.name=t", *args)
 
 
 @pytest.fixture

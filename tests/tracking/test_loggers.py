@@ -10,8 +10,8 @@ import lightning as L
 import pytest
 
 from liveml.tracking.loggers import MetricsCSVLogger, open_tracking, wandb_mode
-from tinymodule import Tiny
 
+from tinymodule import Tiny
 from wandbfile import exit_codes, wandb_file, wandb_records
 
 RECORD = {"run_id": "20261124-153012-ab12cd34", "task": "defects", "fingerprint": "ab" * 32}

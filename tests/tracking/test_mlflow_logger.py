@@ -19,6 +19,7 @@ from liveml.tracking.loggers import (
     mlflow_tracking_uri,
     open_tracking,
 )
+
 from tinymodule import Tiny
 
 pytest.importorskip("mlflow")  # a dev dependency (pyproject's dev extra)

@@ -4,7 +4,6 @@ its data from the DVC cache or the DVC remote. Real git and DVC in tmp_path."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,17 +19,9 @@ from liveml.tracking.recreate import (
     remove_worktree,
 )
 
+from gitrepo import git
+
 DVC = str(Path(sys.executable).parent / "dvc")
-
-
-def sh(cwd: Path, *cmd: str) -> str:
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert out.returncode == 0, f"{cmd}: {out.stdout}\n{out.stderr}"
-    return out.stdout
-
-
-def git(cwd: Path, *args: str) -> str:
-    return sh(cwd, "git", "-c", "user.email=t@liveml", "-c", "user.name=t", *args)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from liveml.tracking.runs import RunStore
+
 from slurmcluster import SlurmCluster, missing
 
 pytestmark = pytest.mark.slurm
