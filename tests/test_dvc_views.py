@@ -86,3 +86,19 @@ def test_exp_show_has_no_data_report_columns(repo: Path):
     columns = sum(len(m["data"]) for m in metrics.values())
     print(f"dvc exp show: {columns} metric columns")
     assert columns <= 8 * len(TASKS)
+
+
+def test_exp_show_only_changed_fits_a_screen(repo: Path):
+    """`make exps`: DVC's experiments table without the columns every row shares. (The plain
+    `dvc exp show` has a column per tracked param and code dependency, and DVC has no setting
+    for its default columns.)"""
+    make = (REPO / "Makefile").read_text()
+    assert "dvc exp show --only-changed" in make
+    table = run(
+        ["dvc", "exp", "show", "--only-changed", "--no-pager"], repo, env={"COLUMNS": "400"}
+    )
+    lines = table.stdout.splitlines()
+    width = max(len(line) for line in lines)
+    print(f"dvc exp show --only-changed: {width} columns wide")
+    assert "workspace" in table.stdout
+    assert width <= SCREEN, table.stdout

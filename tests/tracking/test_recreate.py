@@ -139,7 +139,9 @@ def test_oversized_changes_are_not_stored_and_the_run_is_refused(repo, tmp_path,
     (repo / "big.txt").write_text("x" * 2000)
     record = record_of(repo, "run-big")
     assert record["code_patch"]["patch"] is None
-    assert "over the 1000-byte bound" in record["code_patch"]["omitted"]
+    why = record["code_patch"]["omitted"]
+    assert "over the 1000-byte bound" in why
+    assert "the largest: big.txt 2000 bytes" in why  # names what to commit or ignore
     with pytest.raises(RecreateError, match="run run-big was trained on uncommitted changes"):
         checkout_code(Project(repo), record, tmp_path / "wt")
     assert not (tmp_path / "wt").exists()

@@ -115,12 +115,12 @@ def code_state_and_patch(
 def _patch(root: Path, diff: bytes, untracked: list[str]) -> dict:
     """The `code_patch` of a dirty tree: the tracked diff plus a new-file diff per untracked
     file, as text (or base64 when not UTF-8); over PATCH_MAX_BYTES only why it was left out."""
-    sizes = 0
+    sizes = {"tracked files (git diff HEAD)": len(diff)} if diff else {}
     for rel in untracked:
         with contextlib.suppress(OSError):
-            sizes += (root / rel).stat().st_size
-    if len(diff) + sizes > PATCH_MAX_BYTES:  # before running git per file: far too big anyway
-        return _omitted(len(diff) + sizes)
+            sizes[rel] = (root / rel).stat().st_size
+    if sum(sizes.values()) > PATCH_MAX_BYTES:  # before running git per file: far too big anyway
+        return _omitted(sum(sizes.values()), sizes)
     # The tracked diff names paths from the top of the git repo; so must the new-file diffs.
     prefix = _git(root, "rev-parse", "--show-prefix").stdout.decode().strip()
     top = Path(_git(root, "rev-parse", "--show-toplevel").stdout.decode().strip())
@@ -143,7 +143,7 @@ def _patch(root: Path, diff: bytes, untracked: list[str]) -> dict:
         parts.append(out.stdout)
     data = b"".join(parts)
     if len(data) > PATCH_MAX_BYTES:
-        return _omitted(len(data))
+        return _omitted(len(data), sizes)
     try:
         text, encoding = data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -160,7 +160,11 @@ def _patch(root: Path, diff: bytes, untracked: list[str]) -> dict:
     }
 
 
-def _omitted(size: int) -> dict:
+def _omitted(size: int, sizes: Mapping[str, int]) -> dict:
+    """Why no patch was stored, naming the biggest parts: often a report or a data file that
+    was never meant to be code and belongs in .gitignore."""
+    largest = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    named = ", ".join(f"{rel} {n} bytes" for rel, n in largest)
     return {
         "patch": None,
         "encoding": None,
@@ -168,7 +172,7 @@ def _omitted(size: int) -> dict:
         "tracked_bytes": None,
         "sha256": None,
         "omitted": f"the uncommitted changes are {size} bytes, over the {PATCH_MAX_BYTES}-byte "
-        "bound (PATCH_MAX_BYTES) for storing them in the run record",
+        f"bound (PATCH_MAX_BYTES) for storing them in the run record; the largest: {named}",
     }
 
 

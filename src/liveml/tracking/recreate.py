@@ -58,7 +58,8 @@ def code_problem(record: Mapping) -> str | None:
             why = stored.get("omitted") or "recorded before liveml kept diffs"
         return (
             f"run {run} was trained on uncommitted changes that its record does not store "
-            f"({why}); fix: commit the changes and train again"
+            f"({why}); fix: commit the changes (and add files that are not code, such as "
+            "reports, to .gitignore), then train again"
         )
     return None
 
