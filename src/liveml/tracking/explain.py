@@ -30,6 +30,7 @@ import copy
 import itertools
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -661,9 +662,7 @@ def explain(
                 cell.fingerprint = predicted_fingerprint(cell.sides, a, b, cell.config)
         find_done(store, cells, sides)
         to_train = [c for c in cells if c.status == "planned"]
-        n_jobs = (
-            jobs if jobs is not None else (DEFAULT_JOBS if launcher in JOBLIB_LAUNCHERS else None)
-        )
+        n_jobs = jobs if jobs is not None else default_jobs(launcher, a, b)
         report = _report_head(a, b, retrain, keys, head, higher, launcher, n_jobs)
         trains = len(to_train) + (2 if verify_originals else 0)
         report["estimate"] = _estimate(a, b, trains, n_jobs)
@@ -721,6 +720,26 @@ def c_ran(cells: Sequence[Cell], combo: str) -> bool:
 def _wandb_dir(project: Project, record: Mapping) -> Path | None:
     logger = (record.get("config") or {}).get("logger") or {}
     return project.home_path(str(logger["dir"])).resolve() if logger.get("dir") else None
+
+
+def default_jobs(launcher: str, a: Mapping, b: Mapping) -> int | None:
+    """Parallel cells on this machine: at most DEFAULT_JOBS, and no more than its CPUs hold at
+    the runs' own thread count. The thread count is part of a cell's config (it can change the
+    last bits of the weights), so cells cannot be given fewer threads; two 2-thread trainings
+    on 2 CPUs ran ~8x slower than one after the other. None: the launcher decides (SLURM)."""
+    if launcher not in JOBLIB_LAUNCHERS:
+        return None
+    threads = max(_threads(r) for r in (a, b))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(DEFAULT_JOBS, (cpus or 1) // threads))
+
+
+def _threads(record: Mapping) -> int:
+    trainer = (record.get("config") or {}).get("trainer") or {}
+    try:
+        return max(1, int(trainer.get("num_threads") or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _report_head(a, b, retrain, keys, head, higher, launcher, n_jobs) -> dict:
