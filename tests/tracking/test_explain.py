@@ -18,6 +18,7 @@ from liveml.core.project import Project
 from liveml.tracking.explain import (
     COMBOS,
     ExplainError,
+    default_jobs,
     effects,
     explain,
     format_report,
@@ -115,6 +116,22 @@ def test_cells_collapse_when_a_and_b_share_parts():
     d = make_record("20261201-000003-dddddddd", commit="b" * 40, lr=0.008, data_hash=DATA_B)
     assert len(plan_cells(a, d)) == 8
     assert len(plan_cells(a, a)) == 1
+
+
+def test_parallel_cells_fit_the_cpus_at_the_runs_thread_count():
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    a = make_record("20261201-000000-aaaaaaaa", lr=0.004)
+    b = make_record("20261201-000001-bbbbbbbb", lr=0.008)
+    for threads in (1, 2, cpus, 4 * cpus):
+        a["config"]["trainer"]["num_threads"] = threads
+        jobs = default_jobs("parallel", a, b)
+        # Never more cells at once than the CPUs hold at that many threads each, at least 1.
+        assert jobs == max(1, min(2, cpus // threads)), threads
+    a["config"]["trainer"]["num_threads"] = 4 * cpus
+    assert default_jobs("parallel", b, a) == 1  # the bigger of the two runs' counts decides
+    assert default_jobs("slurm", a, b) is None  # a cluster launcher decides for itself
 
 
 def test_runs_of_different_tasks_are_refused(tmp_path):
