@@ -726,7 +726,7 @@ def default_jobs(launcher: str, a: Mapping, b: Mapping) -> int | None:
     """Parallel cells on this machine: at most DEFAULT_JOBS, and no more than its CPUs hold at
     the runs' own thread count. The thread count is part of a cell's config (it can change the
     last bits of the weights), so cells cannot be given fewer threads; two 2-thread trainings
-    on 2 CPUs ran ~8x slower than one after the other. None: the launcher decides (SLURM)."""
+    on 2 CPUs ran ~7x slower than one after the other. None: the launcher decides (SLURM)."""
     if launcher not in JOBLIB_LAUNCHERS:
         return None
     threads = max(_threads(r) for r in (a, b))
