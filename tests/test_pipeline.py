@@ -131,6 +131,16 @@ def test_nothing_changed_means_nothing_runs(project: Path):
     # Only the config guard reports itself (it is always_changed by design).
     status = run(["dvc", "status"], project).stdout
     assert status.strip().splitlines() == ["check_config:", "\talways changed"]
+    # Bytecode Python writes next to the code after the stage ran (any later import does) is
+    # not a change of the code: .dvcignore keeps it out of the dependency hashes.
+    pyc = project / "src" / "liveml" / "data" / "__pycache__" / "later.cpython-311.pyc"
+    pyc.parent.mkdir(exist_ok=True)
+    pyc.write_bytes(b"\x00bytecode")
+    try:
+        status = run(["dvc", "status"], project).stdout
+        assert status.strip().splitlines() == ["check_config:", "\talways changed"]
+    finally:
+        pyc.unlink()
 
 
 def test_conf_edit_without_params_stops_with_the_fix(project: Path):
