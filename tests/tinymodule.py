@@ -40,3 +40,15 @@ class Tiny(L.LightningModule):
 
     def val_dataloader(self):
         return self._loader()
+
+
+def fit(module, loggers) -> None:
+    """Two quick epochs of `module` with `loggers` and nothing else Lightning adds."""
+    L.Trainer(
+        max_epochs=2,
+        logger=loggers,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module)

@@ -8,7 +8,6 @@ import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -62,21 +61,6 @@ def defects_inputs(tiny_pipeline: Path, tmp_path_factory) -> dict[str, Path]:
     write_inputs(root / "same", "defects", same, "png")
     write_inputs(root / "dark", "defects", dark, "png")
     return {"same": root / "same", "dark": root / "dark"}
-
-
-@pytest.fixture
-def monitor(monkeypatch, capsys):
-    """`liveml monitor ARGS` in `repo`, in this process (saves the 8 s start of a new one; the
-    end-to-end test in test_retrain.py runs the real command): (exit code, stdout, stderr)."""
-    from liveml.cli import main
-
-    def call(repo: Path, *args: str) -> SimpleNamespace:
-        monkeypatch.chdir(repo)
-        code = main(["monitor", *args])
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-    return call
 
 
 def test_in_distribution_is_quiet_and_darker_photos_drift(

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -105,20 +104,6 @@ def repo(tiny_pipeline: Path, tmp_path_factory) -> Path:
     for i, data in enumerate(draw_inputs(get_task("defects"), cfg, 40, stream=5)):
         (inputs / f"in_{i:03d}.png").write_bytes(data)
     return root
-
-
-@pytest.fixture
-def monitor(monkeypatch, capsys):
-    """`liveml monitor ARGS` in `repo`, in this process: (exit code, stdout, stderr)."""
-    from liveml.cli import main
-
-    def call(repo: Path, *args: str) -> SimpleNamespace:
-        monkeypatch.chdir(repo)
-        code = main(["monitor", *args])
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-    return call
 
 
 def test_monitor_reports_share_plotly_print_sizes_and_are_pruned(repo: Path, monitor):

@@ -6,26 +6,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import lightning as L
 import pytest
 
 from liveml.tracking.loggers import MetricsCSVLogger, open_tracking, wandb_mode
 
-from tinymodule import Tiny
+from tinymodule import Tiny, fit
 from wandbfile import exit_codes, wandb_file, wandb_records
 
 RECORD = {"run_id": "20261124-153012-ab12cd34", "task": "defects", "fingerprint": "ab" * 32}
-
-
-def fit(module, loggers) -> None:
-    L.Trainer(
-        max_epochs=2,
-        logger=loggers,
-        log_every_n_steps=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module)
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import lightning as L
 import pytest
 
 from liveml.tracking.loggers import (
@@ -20,7 +19,7 @@ from liveml.tracking.loggers import (
     open_tracking,
 )
 
-from tinymodule import Tiny
+from tinymodule import Tiny, fit
 
 pytest.importorskip("mlflow")  # a dev dependency (pyproject's dev extra)
 
@@ -64,17 +63,6 @@ def search(uri: str, run_id: str):
         filter_string=f"tags.`liveml.run_id` = '{run_id}'",
         output_format="list",
     )
-
-
-def fit(module, loggers) -> None:
-    L.Trainer(
-        max_epochs=2,
-        logger=loggers,
-        log_every_n_steps=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module)
 
 
 def test_training_run_lands_in_the_sqlite_store(tiny_trainable, tiny_cfg, tmp_path, empty_store):
